@@ -1,0 +1,52 @@
+# The README's commands. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline copies of the data sets (tests, CI, benchmarks); users elsewhere get Keras's downloader.
+SHARED_DATA := $(abspath ../shared/datasets)
+ifneq ($(wildcard $(SHARED_DATA)/mnist),)
+export MNIST_SWEEP_DATA_DIR ?= $(SHARED_DATA)
+endif
+
+.PHONY: install dev run test test-all test-browser lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(BIN)/.dev-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+dev: $(BIN)/.dev-installed
+
+run: install
+	$(BIN)/mnist-sweep run search_spaces/activation.yaml
+
+lint: dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: dev
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+test: lint
+	$(BIN)/pytest
+
+test-all: lint
+	$(BIN)/pytest -m "" --timeout 3600
+
+test-browser: dev
+	$(BIN)/pytest -m browser
+
+bench: install
+	$(BIN)/python bench/train_overhead.py
+
+clean:
+	rm -rf $(VENV) mlruns mlflow.db optuna.db *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""The project's error types.
+
+Two kinds, as in keras-tuner and Optuna: a :class:`TrialFailed` is one trial going wrong (the
+sweep records it and carries on); every other :class:`MnistSweepError` is fatal (a bad config,
+missing data, an unreachable server) and stops the command with a one-line message.
+"""
+
+from __future__ import annotations
+
+
+class MnistSweepError(Exception):
+    """Base class: a problem to report to the user in one line, without a traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(MnistSweepError):
+    """A search-space, sweep or parameter file (or flag) is invalid.
+
+    The message names the file, the key path and the problem.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
+        self.source = source
+        self.key = key
+        where = ": ".join(part for part in (source, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ParamError(ConfigError):
+    """A model/training parameter has an unknown name or a value outside what is allowed."""
+
+
+class DataError(MnistSweepError):
+    """A data file is missing, truncated or corrupt, or no data source could be found."""
+
+
+class TrackingError(MnistSweepError):
+    """The MLflow tracking store or model registry cannot be used."""
+
+    exit_code = 1
+
+
+class StorageError(MnistSweepError):
+    """The Optuna storage cannot be reached or used."""
+
+    exit_code = 1
+
+
+class AlreadyRunning(MnistSweepError):
+    """Another instance holds the lock for this job."""
+
+    exit_code = 3
+
+
+class TrialFailed(Exception):
+    """This trial failed (diverged, ran out of memory, raised); record it and carry on."""

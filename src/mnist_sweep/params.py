@@ -1,0 +1,186 @@
+"""The model/training parameters every design axis is made of, and their validation.
+
+A parameter set is a plain ``dict`` (what Optuna's ``trial.params`` and a preset hold). This
+module knows which keys exist, what values they take and what the defaults are, so that a
+typo in a YAML file, a ``--param`` flag or a preset fails before anything trains. It imports
+neither TensorFlow nor Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mnist_sweep.errors import ParamError
+
+ARCHITECTURES = ("dense", "conv")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu")
+LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "mse")
+OUTPUTS = ("softmax", "logits")
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+
+MAX_DEPTH = 64
+PER_LAYER_WIDTH = re.compile(r"^width_(\d+)$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its kind, bounds or choices, default and what it means."""
+
+    name: str
+    kind: str  # "int" | "float" | "choice"
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    high_inclusive: bool = True
+
+
+PARAMS: dict[str, ParamSpec] = {
+    spec.name: spec
+    for spec in (
+        ParamSpec("architecture", "choice", "dense", "dense layers or conv blocks", ARCHITECTURES),
+        ParamSpec("depth", "int", 1, "hidden dense layers (the conv head too)", low=1, high=MAX_DEPTH),
+        ParamSpec("width", "int", 512, "units in each hidden dense layer", low=1, high=65536),
+        ParamSpec("activation", "choice", "relu", "hidden-layer activation", ACTIVATIONS),
+        ParamSpec("dropout", "float", 0.0, "dropout after each hidden layer", low=0.0, high=1.0,
+                  high_inclusive=False),
+        ParamSpec("conv_blocks", "int", 2, "conv + max-pool blocks (conv only)", low=1, high=3),
+        ParamSpec("filters", "int", 32, "filters of the first conv block, doubled per block",
+                  low=1, high=1024),
+        ParamSpec("kernel_size", "int", 3, "conv kernel size (conv only)", low=1, high=7),
+        ParamSpec("loss", "choice", "sparse_categorical_crossentropy", "training loss", LOSSES),
+        ParamSpec("output", "choice", "softmax", "softmax probabilities or logits", OUTPUTS),
+        ParamSpec("optimizer", "choice", "rmsprop", "optimizer", OPTIMIZERS),
+        ParamSpec("learning_rate", "float", 0.001, "optimizer learning rate", low=0.0, high=10.0),
+        ParamSpec("momentum", "float", 0.9, "SGD momentum (sgd only)", low=0.0, high=1.0,
+                  high_inclusive=False),
+        ParamSpec("epochs", "int", 5, "training epochs", low=1, high=10000),
+        ParamSpec("batch_size", "int", 128, "mini-batch size", low=1, high=65536),
+    )
+}
+
+
+def is_param_name(name: str) -> bool:
+    """True for a known parameter name, per-layer widths (``width_1`` ...) included."""
+    match = PER_LAYER_WIDTH.match(name)
+    if match:
+        return 1 <= int(match.group(1)) <= MAX_DEPTH
+    return name in PARAMS
+
+
+def allowed_names() -> str:
+    return ", ".join([*PARAMS, "width_1..width_N"])
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Return ``value`` checked (and ints widened to float where a float is expected).
+
+    Raises :class:`ParamError` naming the parameter, the value and what is allowed.
+    """
+    if PER_LAYER_WIDTH.match(name):
+        spec = PARAMS["width"]
+    elif name in PARAMS:
+        spec = PARAMS[name]
+    else:
+        raise ParamError(f"unknown parameter {name!r}; allowed: {allowed_names()}")
+    if spec.kind == "choice":
+        if not isinstance(value, str) or value not in spec.choices:
+            raise ParamError(
+                f"parameter {name!r} = {value!r} is not allowed; choose one of {', '.join(spec.choices)}"
+            )
+        return value
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ParamError(f"parameter {name!r} = {value!r} must be an integer")
+    else:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamError(
+                f"parameter {name!r} = {value!r} must be a number"
+                + (" (write 1.0e-5, not 1e-5, in YAML)" if isinstance(value, str) else "")
+            )
+        value = float(value)
+        if not math.isfinite(value):
+            raise ParamError(f"parameter {name!r} = {value!r} must be finite")
+    low, high = spec.low, spec.high
+    if low is not None and value < low or (spec.kind == "float" and name == "learning_rate" and value <= 0):
+        raise ParamError(f"parameter {name!r} = {value!r} is below the allowed range ({_range(spec)})")
+    if high is not None and (value > high or (not spec.high_inclusive and value >= high)):
+        raise ParamError(f"parameter {name!r} = {value!r} is above the allowed range ({_range(spec)})")
+    return value
+
+
+def _range(spec: ParamSpec) -> str:
+    if spec.name == "learning_rate":
+        return f"0 < {spec.name} <= {spec.high:g}"
+    upper = "<=" if spec.high_inclusive else "<"
+    return f"{spec.low:g} <= {spec.name} {upper} {spec.high:g}"
+
+
+def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a parameter set and fill in the defaults.
+
+    The result is complete: every key of :data:`PARAMS` is present, and per-layer widths
+    (``width_1`` ... ``width_<depth>``), when given, are folded into a ``widths`` list.
+    """
+    checked = {str(name): check_value(str(name), value) for name, value in params.items()}
+    resolved: dict[str, Any] = {name: spec.default for name, spec in PARAMS.items()}
+    if checked.get("optimizer") == "sgd" and "learning_rate" not in checked:
+        resolved["learning_rate"] = 0.01
+    resolved.update({k: v for k, v in checked.items() if not PER_LAYER_WIDTH.match(k)})
+    depth = resolved["depth"]
+    layer_widths = {int(m.group(1)): v for k, v in checked.items() if (m := PER_LAYER_WIDTH.match(k))}
+    extra = sorted(i for i in layer_widths if i > depth)
+    if extra:
+        raise ParamError(f"parameter 'width_{extra[0]}' given but depth is {depth}")
+    resolved["widths"] = [layer_widths.get(i, resolved["width"]) for i in range(1, depth + 1)]
+    if resolved["loss"] == "mse" and resolved["output"] == "logits":
+        raise ParamError("parameter 'output' = 'logits' cannot go with loss 'mse'; use 'softmax'")
+    return resolved
+
+
+def model_summary(params: Mapping[str, Any]) -> str:
+    """A short human description, e.g. ``dense 2x500 sigmoid, mse, adam``."""
+    p = resolve_params(params)
+    widths = p["widths"]
+    if len(set(widths)) == 1:
+        shape = f"{len(widths)}x{widths[0]}"
+    else:
+        shape = "-".join(str(w) for w in widths)
+    if p["architecture"] == "conv":
+        body = f"conv {p['conv_blocks']} blocks ({p['filters']} filters, {p['kernel_size']}x{p['kernel_size']}) + dense {shape}"
+    else:
+        body = f"dense {shape}"
+    return f"{body} {p['activation']}, {p['loss']}, {p['optimizer']} lr={p['learning_rate']:g}"
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse a ``key=value`` CLI assignment; the value is read as YAML (numbers, strings).
+
+    ``1e-5`` is read as a float here, unlike plain PyYAML.
+    """
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ParamError(f"--param {text!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if value is None:
+        raise ParamError(f"--param {text!r} has no value")
+    return key, value
