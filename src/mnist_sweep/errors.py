@@ -55,3 +55,9 @@ class AlreadyRunning(MnistSweepError):
 
 class TrialFailed(Exception):
     """This trial failed (diverged, ran out of memory, raised); record it and carry on."""
+
+
+class TrainingFailed(MnistSweepError):
+    """A single training run (``mnist-sweep train``) diverged or ran out of memory."""
+
+    exit_code = 1

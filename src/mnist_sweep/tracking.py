@@ -1,0 +1,350 @@
+"""Every MLflow call of the project: experiments, parent and trial runs, metrics, artifacts.
+
+A study invocation is a *parent* run; each trial is a *child* run nested under it (the
+``mlflow.parentRunId`` tag the MLflow UI nests by). Runs are opened in ``with`` blocks, so
+their status always matches reality: FINISHED, FAILED on an exception, KILLED on Ctrl-C.
+Per-epoch metrics go out in one ``log_batch`` call per epoch, not one call per number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mnist_sweep import __version__
+from mnist_sweep.errors import TrackingError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+TAG_PREFIX = "mnist_sweep."
+MODEL_ARTIFACT = "model"
+# Explicit requirements: inferring them costs ~5 s per logged model (see PITFALLS.md).
+MODEL_REQUIREMENTS = ("tensorflow", "keras", "numpy")
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else MLflow's own default (``sqlite:///mlflow.db``)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def check_tracking_uri(uri: str) -> str:
+    """Reject tracking URIs MLflow would misread or that are known not to work here."""
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    allowed = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
+    if scheme not in allowed:
+        raise TrackingError(
+            f"tracking URI {uri!r}: unsupported scheme {scheme or '(none)'!r}; "
+            "use sqlite:///path.db, postgresql://..., or http(s)://host:port"
+        )
+    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        raise TrackingError(
+            f"tracking URI {uri!r}: MLflow 3 no longer supports the file store; use sqlite:///mlflow.db"
+        )
+    if scheme in ("http", "https") and "//" not in uri:
+        raise TrackingError(f"tracking URI {uri!r}: expected {scheme}://host:port")
+    return uri
+
+
+def git_commit() -> str | None:
+    """The project checkout's commit, when it runs from a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
+    """Tags that say exactly what produced a run: code, data, seed, library versions, device."""
+    import keras
+    import mlflow
+    import optuna
+    import tensorflow as tf
+
+    tags = {
+        "mnist_sweep.version": __version__,
+        "mnist_sweep.data_sha256": data_sha256,
+        "mnist_sweep.seed": str(seed),
+        "mnist_sweep.device": device,
+        "mnist_sweep.host": platform.node(),
+        "versions.tensorflow": tf.__version__,
+        "versions.keras": keras.__version__,
+        "versions.optuna": optuna.__version__,
+        "versions.mlflow": mlflow.__version__,
+        "versions.python": platform.python_version(),
+    }
+    commit = git_commit()
+    if commit:
+        tags["mnist_sweep.git_commit"] = commit
+    return tags
+
+
+def _status_for(exc: BaseException | None) -> str:
+    import optuna
+
+    if exc is None or isinstance(exc, optuna.TrialPruned):  # pruning is a normal end of a trial
+        return "FINISHED"
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return "KILLED"
+    return "FAILED"
+
+
+@dataclass
+class RunHandle:
+    """A live MLflow run: log metrics, params, tags, figures and files into it."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+    _pending_tags: dict[str, str] = field(default_factory=dict)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _param_text(v)) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int = 0) -> None:
+        """All of ``metrics`` at ``step`` in one call."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
+        if batch:
+            self.client.log_batch(self.run_id, tags=batch)
+
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_model(self, model: Any, *, example: np.ndarray) -> str:
+        """Log a Keras model with a signature and an input example; return its model URI.
+
+        MLflow 3.17's ``mlflow.keras.log_model`` cannot save an input example (it writes the
+        example before creating the model folder: FileNotFoundError), so the model goes
+        through ``mlflow.tensorflow.log_model``, which saves the Keras model itself and
+        serves through pyfunc the same way.
+        """
+        import mlflow.tensorflow
+        from mlflow.models import infer_signature
+
+        example = example[:2]
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        info = mlflow.tensorflow.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example,
+            pip_requirements=list(_pinned_requirements()),
+            run_id=self.run_id,  # passed through to Model.log: no fluent active run needed
+        )
+        self.set_tags({"mnist_sweep.model_uri": info.model_uri})
+        return str(info.model_uri)
+
+    @property
+    def artifact_uri(self) -> str:
+        return str(self.client.get_run(self.run_id).info.artifact_uri)
+
+
+def _pinned_requirements() -> Iterator[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in MODEL_REQUIREMENTS:
+        try:
+            yield f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            yield name
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+class Tracker:
+    """Opens runs in one experiment of one tracking store.
+
+    ``enabled=False`` gives a tracker whose runs accept every call and log nothing (for
+    measuring tracking overhead and for runs without MLflow).
+    """
+
+    def __init__(self, *, tracking_uri: str | None = None, experiment: str, enabled: bool = True) -> None:
+        self.tracking_uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+        self.experiment_name = experiment
+        self.enabled = enabled
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            import mlflow
+            from mlflow import MlflowClient
+
+            mlflow.set_tracking_uri(self.tracking_uri)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self._get_or_create_experiment()
+        return self._experiment_id
+
+    def _get_or_create_experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            if found is not None:
+                if found.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(found.experiment_id)
+                return str(found.experiment_id)
+            try:
+                return str(self.client.create_experiment(self.experiment_name))
+            except MlflowException:  # created meanwhile by another worker
+                again = self.client.get_experiment_by_name(self.experiment_name)
+                if again is None:
+                    raise
+                return str(again.experiment_id)
+        except MlflowException as exc:
+            raise TrackingError(f"tracking store {self.tracking_uri}: {_first_line(exc)}") from None
+        except OSError as exc:
+            raise TrackingError(f"tracking store {self.tracking_uri}: {exc}") from None
+
+    def check(self) -> None:
+        """Fail fast (TrackingError) when the store cannot be reached."""
+        if self.enabled:
+            _ = self.experiment_id
+
+    @contextlib.contextmanager
+    def run(
+        self,
+        *,
+        name: str,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[RunHandle | NullRun]:
+        """Open (or with ``run_id``, reopen) a run; end it with the status that matches reality."""
+        if not self.enabled:
+            yield NullRun()
+            return
+        all_tags = {RUN_NAME_TAG: name, **(tags or {})}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        try:
+            if run_id is None:
+                created = self.client.create_run(
+                    self.experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=name
+                )
+                run_id = created.info.run_id
+            else:
+                self.client.update_run(run_id, status="RUNNING")
+        except Exception as exc:
+            raise TrackingError(f"tracking store {self.tracking_uri}: cannot open run: {_first_line(exc)}") from None
+        handle = RunHandle(self.client, run_id, self.experiment_id)
+        try:
+            yield handle
+        except BaseException as exc:
+            self._end(run_id, _status_for(exc))
+            raise
+        self._end(run_id, "FINISHED")
+
+    def _end(self, run_id: str, status: str) -> None:
+        try:
+            self.client.set_terminated(run_id, status=status)
+        except Exception as exc:  # the run's outcome is already decided; do not hide the real error
+            log.warning("could not mark MLflow run %s %s: %s", run_id, status, _first_line(exc))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """End a run opened elsewhere (a crashed worker's trial run, for example)."""
+        if self.enabled:
+            self._end(run_id, status)
+
+    def child_runs(self, parent_run_id: str) -> list[Any]:
+        """The trial runs nested under ``parent_run_id``."""
+        return list(
+            self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
+            )
+        )
+
+
+class NullRun:
+    """A run that logs nothing: what a disabled :class:`Tracker` hands out."""
+
+    run_id = ""
+    experiment_id = ""
+    artifact_uri = ""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int = 0) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        pass
+
+    def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_model(self, model: Any, *, example: np.ndarray) -> str:
+        return ""
+
+
+def log_files(run: RunHandle | NullRun, paths: Sequence[Path], artifact_path: str | None = None) -> None:
+    for path in paths:
+        run.log_file(path, artifact_path)
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="mnist-sweep-") as tmp:
+        yield Path(tmp)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
