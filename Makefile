@@ -8,7 +8,7 @@ ifneq ($(wildcard $(SHARED_DATA)/mnist),)
 export MNIST_SWEEP_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install dev run test test-all test-browser lint format bench clean
+.PHONY: install dev system-deps run test test-all test-browser lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ $(BIN)/.installed: pyproject.toml
 $(BIN)/.dev-installed: $(BIN)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
+
+# Debian packages the tests use: docker-compose v1 (a second compose validator; no engine needed).
+system-deps:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \
+	  else echo "warning: docker-compose is missing (apt-get install docker-compose); tests/test_compose.py will fail"; fi; }
 
 install: $(BIN)/.installed
 
@@ -36,10 +43,10 @@ format: dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: lint
+test: lint system-deps
 	$(BIN)/pytest
 
-test-all: lint
+test-all: lint system-deps
 	$(BIN)/pytest -m "" --timeout 3600
 
 test-browser: dev

@@ -204,6 +204,7 @@ def test_changed_direction_is_a_config_error(tmp_path: Path) -> None:
 
     path = write_space(tmp_path, n_trials=1, fixed="{epochs: 1, batch_size: 64}")
     sweep(path, tmp_path)
-    path.write_text(path.read_text().replace("direction: maximize", "direction: minimize").replace("val_accuracy", "val_loss"))
+    flipped = path.read_text().replace("direction: maximize", "direction: minimize")
+    path.write_text(flipped.replace("val_accuracy", "val_loss"))
     with pytest.raises(ConfigError, match="direction"):
         sweep(path, tmp_path)

@@ -21,15 +21,6 @@ from mnist_sweep.errors import MnistSweepError
 EXIT_INTERRUPTED = 130
 
 
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
 class _Group(click.Group):
     """Turns the project's errors into one-line messages with their exit codes."""
 
@@ -37,7 +28,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MnistSweepError as exc:
-            raise _Failure(str(exc), exc.exit_code) from None
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: runs in progress were marked KILLED; run the same command to resume", err=True)
             ctx.exit(EXIT_INTERRUPTED)

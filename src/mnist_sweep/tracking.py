@@ -125,7 +125,7 @@ class RunHandle:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int = 0) -> None:
+    def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
         """All of ``metrics`` at ``step`` in one call."""
         from mlflow.entities import Metric
 
@@ -315,7 +315,7 @@ class NullRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int = 0) -> None:
+    def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
