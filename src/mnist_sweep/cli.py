@@ -33,6 +33,14 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("\ninterrupted: runs in progress were marked KILLED; run the same command to resume", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            # A bug, not bad input: one line by default, the traceback with -vv.
+            logging.getLogger("mnist_sweep").debug("unexpected error", exc_info=True)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(f"error: internal error: {type(exc).__name__}: {first} (run with -vv for the traceback)", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -234,6 +242,34 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
         command += ["--default-artifact-root", str(Path("mlruns").resolve())]
     click.echo(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop", err=True)
     os.execv(sys.executable, command)
+
+
+# --------------------------------------------------------------------------- nightly
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--date", "night", default=None, metavar="YYYY-MM-DD", help="The night to run or finish (default: today)."
+)
+@storage_option
+@tracking_option
+@data_dir_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final summary.")
+def nightly(
+    file: str, night: str | None, storage: str | None, tracking_uri: str | None, data_dir: str | None, quiet: bool
+) -> None:
+    """Run one night of a nightly FILE: sweep, promote if better, report, retention.
+
+    \b
+    Exit codes: 0 done (promoted or not), 1 failed (re-run the same date to resume),
+    2 bad file or flag, 3 already running (another instance holds the lock).
+    """
+    from mnist_sweep.nightly import NightlyOptions, format_result, load_nightly, run_nightly
+
+    config = load_nightly(file)
+    options = NightlyOptions(date=night, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet)
+    click.echo(format_result(run_nightly(config, options)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,8 +19,12 @@ def configure(*, threads: int | None = None) -> None:
     if _configured:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
     import tensorflow as tf
 
+    # Keras's own progress bars (from predict() inside MLflow's model logging, say) would
+    # interleave with ours on stdout; route them to logging instead.
+    keras.utils.disable_interactive_logging()
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__
-from mnist_sweep.errors import TrackingError
+from mnist_sweep.errors import ConfigError, TrackingError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,16 +49,16 @@ def check_tracking_uri(uri: str) -> str:
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
     allowed = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
     if scheme not in allowed:
-        raise TrackingError(
+        raise ConfigError(
             f"tracking URI {uri!r}: unsupported scheme {scheme or '(none)'!r}; "
             "use sqlite:///path.db, postgresql://..., or http(s)://host:port"
         )
     if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
-        raise TrackingError(
+        raise ConfigError(
             f"tracking URI {uri!r}: MLflow 3 no longer supports the file store; use sqlite:///mlflow.db"
         )
     if scheme in ("http", "https") and "//" not in uri:
-        raise TrackingError(f"tracking URI {uri!r}: expected {scheme}://host:port")
+        raise ConfigError(f"tracking URI {uri!r}: expected {scheme}://host:port")
     return uri
 
 
@@ -163,14 +163,15 @@ class RunHandle:
 
         example = example[:2]
         signature = infer_signature(example, model.predict(example, verbose=0))
-        info = mlflow.tensorflow.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            signature=signature,
-            input_example=example,
-            pip_requirements=list(_pinned_requirements()),
-            run_id=self.run_id,  # passed through to Model.log: no fluent active run needed
-        )
+        with _keras_progress_bars_off():  # MLflow's serving-input check calls predict() with Keras's bar on
+            info = mlflow.tensorflow.log_model(
+                model,
+                name=MODEL_ARTIFACT,
+                signature=signature,
+                input_example=example,
+                pip_requirements=list(_pinned_requirements()),
+                run_id=self.run_id,  # passed through to Model.log: no fluent active run needed
+            )
         self.set_tags({"mnist_sweep.model_uri": info.model_uri})
         return str(info.model_uri)
 
@@ -339,10 +340,88 @@ def log_files(run: RunHandle | NullRun, paths: Sequence[Path], artifact_path: st
         run.log_file(path, artifact_path)
 
 
+def run_tags(run_id: str, *, tracking_uri: str | None = None) -> dict[str, str]:
+    """The tags of run ``run_id``; TrackingError when the store has no such run."""
+    from mlflow import MlflowClient
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        return dict(MlflowClient(tracking_uri=uri).get_run(run_id).data.tags)
+    except Exception as exc:
+        raise TrackingError(f"tracking store {uri}: run {run_id}: {_first_line(exc)}") from None
+
+
+def logged_model(model_id: str, *, tracking_uri: str | None = None) -> tuple[str, str | None]:
+    """``(artifact location, source run id)`` of logged model ``model_id`` (the ``m-...`` of ``models:/m-...``)."""
+    from mlflow import MlflowClient
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        found = MlflowClient(tracking_uri=uri).get_logged_model(model_id)
+    except Exception as exc:
+        raise TrackingError(f"tracking store {uri}: logged model {model_id}: {_first_line(exc)}") from None
+    return str(found.artifact_location), found.source_run_id
+
+
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-") as tmp:
         yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _keras_progress_bars_off() -> Iterator[None]:
+    """Keras's interactive bars off for a while (they would litter the sweep's own progress output)."""
+    import keras
+
+    was_on = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if was_on:
+            keras.config.enable_interactive_logging()
+
+
+# --------------------------------------------------------------------------- reading runs back (reports)
+
+
+def existing_run(run_id: str, *, tracking_uri: str | None = None) -> RunHandle:
+    """A handle on a run that already exists, to add artifacts to it afterwards (e.g. a study report).
+
+    The run's status is left as it is (unlike :meth:`Tracker.run` with ``run_id``, which reopens it).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        raise TrackingError(f"tracking store {uri}: run {run_id}: {_first_line(exc)}") from None
+    return RunHandle(client, run_id, str(run.info.experiment_id))
+
+
+def run_params(run_id: str, *, tracking_uri: str | None = None) -> dict[str, str]:
+    """The params logged to run ``run_id`` (as MLflow stores them: strings)."""
+    handle = existing_run(run_id, tracking_uri=tracking_uri)
+    return dict(handle.client.get_run(run_id).data.params)
+
+
+def load_logged_model(model_uri: str, *, tracking_uri: str | None = None) -> Any:
+    """The Keras model :meth:`RunHandle.log_model` logged at ``model_uri`` (``models:/m-...``)."""
+    import mlflow
+    import mlflow.tensorflow
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    mlflow.set_tracking_uri(uri)  # models:/ URIs resolve through the tracking store
+    try:
+        with _keras_progress_bars_off():
+            return mlflow.tensorflow.load_model(model_uri)
+    except Exception as exc:
+        raise TrackingError(f"tracking store {uri}: cannot load model {model_uri}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
