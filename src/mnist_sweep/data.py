@@ -30,8 +30,16 @@ DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
     "fashion_mnist": (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),
 }
 FILES = {
@@ -120,9 +128,7 @@ def read_idx(path: Path, *, magic: int) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", blob[4:header])
     expected = int(np.prod(shape))
     if len(blob) - header != expected:
-        raise DataError(
-            f"{path}: expected {expected} bytes of data for shape {shape}, found {len(blob) - header}"
-        )
+        raise DataError(f"{path}: expected {expected} bytes of data for shape {shape}, found {len(blob) - header}")
     return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -139,6 +145,15 @@ def _combined_hash(file_hashes: dict[str, str]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
+def _check_split(images: np.ndarray, labels: np.ndarray, *, images_at: str, labels_at: str) -> None:
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{images_at}: images of shape {images.shape[1:]}, expected (28, 28)")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{labels_at}: {len(labels)} labels for {len(images)} images")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{labels_at}: labels outside 0..9 (found {labels.min()}..{labels.max()})")
+
+
 def read_folder(name: str, folder: Path) -> RawData:
     """Read the four IDX files of one dataset from ``folder`` and check they agree."""
     paths = {key: folder / filename for key, filename in FILES.items()}
@@ -146,19 +161,15 @@ def read_folder(name: str, folder: Path) -> RawData:
     if missing:
         raise DataError(f"{name}: missing {', '.join(missing)}")
     arrays = {
-        key: read_idx(path, magic=IMAGE_MAGIC if key.endswith("images") else LABEL_MAGIC)
-        for key, path in paths.items()
+        key: read_idx(path, magic=IMAGE_MAGIC if key.endswith("images") else LABEL_MAGIC) for key, path in paths.items()
     }
     for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise DataError(f"{paths[f'{split}_images']}: images of shape {images.shape[1:]}, expected (28, 28)")
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(
-                f"{paths[f'{split}_labels']}: {len(labels)} labels for {len(images)} images"
-            )
-        if labels.size and labels.max() > 9:
-            raise DataError(f"{paths[f'{split}_labels']}: label {labels.max()} outside 0..9")
+        _check_split(
+            arrays[f"{split}_images"],
+            arrays[f"{split}_labels"],
+            images_at=str(paths[f"{split}_images"]),
+            labels_at=str(paths[f"{split}_labels"]),
+        )
     file_hashes = {f"{DATASETS[name]}/{p.name}": _sha256(p) for p in paths.values()}
     return RawData(
         name=name,
@@ -173,6 +184,7 @@ def read_folder(name: str, folder: Path) -> RawData:
 
 
 def _from_keras(name: str) -> RawData:
+    looked = SYSTEM_DIR / DATASETS[name]
     try:
         import keras
 
@@ -180,20 +192,29 @@ def _from_keras(name: str) -> RawData:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as exc:  # the downloader raises many kinds: no network, bad cache, ...
         raise DataError(
-            f"{name}: no local copy found (set --data-dir or ${ENV_VAR} to a folder holding "
-            f"{DATASETS[name]}/ with the IDX .gz files) and Keras's downloader failed: {exc}"
+            f"{name}: no local copy found (looked in {looked}; set --data-dir or ${ENV_VAR} to a folder "
+            f"holding {DATASETS[name]}/ with the IDX .gz files) and Keras's downloader failed: {exc}"
         ) from None
     arrays = {"train_images": x_train, "train_labels": y_train, "test_images": x_test, "test_labels": y_test}
+    arrays = {key: np.asarray(a) for key, a in arrays.items()}
+    for split in ("train", "test"):
+        where = f"keras.datasets.{name}.load_data() {split}"
+        _check_split(
+            arrays[f"{split}_images"],
+            arrays[f"{split}_labels"],
+            images_at=f"{where} images",
+            labels_at=f"{where} labels",
+        )
     file_hashes = {
         f"keras:{name}/{key}": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
         for key, a in arrays.items()
     }
     return RawData(
         name=name,
-        train_images=np.asarray(x_train, dtype=np.uint8),
-        train_labels=np.asarray(y_train, dtype=np.uint8),
-        test_images=np.asarray(x_test, dtype=np.uint8),
-        test_labels=np.asarray(y_test, dtype=np.uint8),
+        train_images=arrays["train_images"].astype(np.uint8, copy=False),
+        train_labels=arrays["train_labels"].astype(np.uint8, copy=False),
+        test_images=arrays["test_images"].astype(np.uint8, copy=False),
+        test_labels=arrays["test_labels"].astype(np.uint8, copy=False),
         source=f"keras.datasets.{name}",
         sha256=_combined_hash(file_hashes),
         file_hashes=file_hashes,
@@ -207,16 +228,22 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path | 
     """
     name = check_name(name)
     sub = DATASETS[name]
+    origin = "--data-dir" if data_dir is not None else f"${ENV_VAR}"
     explicit = data_dir if data_dir is not None else os.environ.get(ENV_VAR) or None
     if explicit is not None:
-        root = Path(explicit).expanduser()
+        if not str(explicit).strip():
+            raise DataError(f"{origin} is empty: give the folder holding {', '.join(DATASETS.values())}/")
+        root = Path(explicit).expanduser().absolute()
         if not root.is_dir():
-            origin = "--data-dir" if data_dir is not None else f"${ENV_VAR}"
             raise DataError(f"{origin} {root}: no such folder")
-        for candidate in (root / sub, root):
+        # The files may sit in root itself, unless root is plainly the other data set's folder.
+        others = {folder for folder in DATASETS.values() if folder != sub}
+        candidates = [root / sub] + ([root] if root.name not in others else [])
+        for candidate in candidates:
             if (candidate / FILES["train_images"]).is_file():
                 return candidate
-        raise DataError(f"{root}: no {sub}/{FILES['train_images']} (expected {sub}/ with the four IDX .gz files)")
+        looked = " or ".join(str(c / FILES["train_images"]) for c in candidates)
+        raise DataError(f"{origin} {root}: no {name} data (looked for {looked})")
     system = SYSTEM_DIR / sub
     if (system / FILES["train_images"]).is_file():
         return system

@@ -27,18 +27,18 @@ def build_model(params: Mapping[str, Any]) -> keras.Model:
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
     x = inputs
     if p["architecture"] == "conv":
-        x = keras.layers.Reshape((*INPUT_SHAPE, 1))(x)
+        x = keras.layers.Reshape((*INPUT_SHAPE, 1), name="channels")(x)
         filters = p["filters"]
         for block in range(p["conv_blocks"]):
             x = keras.layers.Conv2D(
                 filters * 2**block, p["kernel_size"], activation=p["activation"], name=f"conv_{block + 1}"
             )(x)
             x = keras.layers.MaxPooling2D(2, name=f"pool_{block + 1}")(x)
-    x = keras.layers.Flatten()(x)
+    x = keras.layers.Flatten(name="flatten")(x)
     for i, units in enumerate(p["widths"], start=1):
         x = keras.layers.Dense(units, activation=p["activation"], name=f"dense_{i}")(x)
         if p["dropout"] > 0:
-            x = keras.layers.Dropout(p["dropout"])(x)
+            x = keras.layers.Dropout(p["dropout"], name=f"dropout_{i}")(x)
     logits = p["output"] == "logits"
     outputs = keras.layers.Dense(NUM_CLASSES, activation=None if logits else "softmax", name="output")(x)
     model = keras.Model(inputs, outputs, name=f"{p['architecture']}_{len(p['widths'])}")

@@ -8,6 +8,7 @@ neither TensorFlow nor Optuna.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -23,7 +24,8 @@ OUTPUTS = ("softmax", "logits")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
 MAX_DEPTH = 64
-PER_LAYER_WIDTH = re.compile(r"^width_(\d+)$")
+PER_LAYER_WIDTH = re.compile(r"^width_([1-9]\d*)$")
+IMAGE_SIZE = 28
 
 
 @dataclass(frozen=True)
@@ -47,18 +49,15 @@ PARAMS: dict[str, ParamSpec] = {
         ParamSpec("depth", "int", 1, "hidden dense layers (the conv head too)", low=1, high=MAX_DEPTH),
         ParamSpec("width", "int", 512, "units in each hidden dense layer", low=1, high=65536),
         ParamSpec("activation", "choice", "relu", "hidden-layer activation", ACTIVATIONS),
-        ParamSpec("dropout", "float", 0.0, "dropout after each hidden layer", low=0.0, high=1.0,
-                  high_inclusive=False),
+        ParamSpec("dropout", "float", 0.0, "dropout after each hidden layer", low=0.0, high=1.0, high_inclusive=False),
         ParamSpec("conv_blocks", "int", 2, "conv + max-pool blocks (conv only)", low=1, high=3),
-        ParamSpec("filters", "int", 32, "filters of the first conv block, doubled per block",
-                  low=1, high=1024),
+        ParamSpec("filters", "int", 32, "filters of the first conv block, doubled per block", low=1, high=1024),
         ParamSpec("kernel_size", "int", 3, "conv kernel size (conv only)", low=1, high=7),
         ParamSpec("loss", "choice", "sparse_categorical_crossentropy", "training loss", LOSSES),
         ParamSpec("output", "choice", "softmax", "softmax probabilities or logits", OUTPUTS),
         ParamSpec("optimizer", "choice", "rmsprop", "optimizer", OPTIMIZERS),
         ParamSpec("learning_rate", "float", 0.001, "optimizer learning rate", low=0.0, high=10.0),
-        ParamSpec("momentum", "float", 0.9, "SGD momentum (sgd only)", low=0.0, high=1.0,
-                  high_inclusive=False),
+        ParamSpec("momentum", "float", 0.9, "SGD momentum (sgd only)", low=0.0, high=1.0, high_inclusive=False),
         ParamSpec("epochs", "int", 5, "training epochs", low=1, high=10000),
         ParamSpec("batch_size", "int", 128, "mini-batch size", low=1, high=65536),
     )
@@ -82,46 +81,41 @@ def check_value(name: str, value: Any) -> Any:
 
     Raises :class:`ParamError` naming the parameter, the value and what is allowed.
     """
-    if PER_LAYER_WIDTH.match(name):
-        spec = PARAMS["width"]
-    elif name in PARAMS:
-        spec = PARAMS[name]
-    else:
-        raise ParamError(f"unknown parameter {name!r}; allowed: {allowed_names()}")
+    if not is_param_name(name):
+        raise ParamError(f"unknown parameter {name!r} (= {value!r}); allowed: {allowed_names()}")
+    spec = PARAMS["width"] if PER_LAYER_WIDTH.match(name) else PARAMS[name]
     if spec.kind == "choice":
         if not isinstance(value, str) or value not in spec.choices:
-            raise ParamError(
-                f"parameter {name!r} = {value!r} is not allowed; choose one of {', '.join(spec.choices)}"
-            )
+            raise ParamError(f"parameter {name!r} = {value!r} is not allowed; choose one of {', '.join(spec.choices)}")
         return value
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                raise ParamError(f"parameter {name!r} = {value!r} must be an integer")
+                raise ParamError(f"parameter {name!r} = {value!r} must be an integer ({_range(spec, name)})")
     else:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ParamError(
-                f"parameter {name!r} = {value!r} must be a number"
+                f"parameter {name!r} = {value!r} must be a number ({_range(spec, name)})"
                 + (" (write 1.0e-5, not 1e-5, in YAML)" if isinstance(value, str) else "")
             )
         value = float(value)
         if not math.isfinite(value):
-            raise ParamError(f"parameter {name!r} = {value!r} must be finite")
+            raise ParamError(f"parameter {name!r} = {value!r} must be finite ({_range(spec, name)})")
     low, high = spec.low, spec.high
-    if low is not None and value < low or (spec.kind == "float" and name == "learning_rate" and value <= 0):
-        raise ParamError(f"parameter {name!r} = {value!r} is below the allowed range ({_range(spec)})")
+    if (low is not None and value < low) or (spec.kind == "float" and name == "learning_rate" and value <= 0):
+        raise ParamError(f"parameter {name!r} = {value!r} is below the allowed range ({_range(spec, name)})")
     if high is not None and (value > high or (not spec.high_inclusive and value >= high)):
-        raise ParamError(f"parameter {name!r} = {value!r} is above the allowed range ({_range(spec)})")
+        raise ParamError(f"parameter {name!r} = {value!r} is above the allowed range ({_range(spec, name)})")
     return value
 
 
-def _range(spec: ParamSpec) -> str:
+def _range(spec: ParamSpec, name: str) -> str:
     if spec.name == "learning_rate":
-        return f"0 < {spec.name} <= {spec.high:g}"
+        return f"0 < {name} <= {spec.high:g}"
     upper = "<=" if spec.high_inclusive else "<"
-    return f"{spec.low:g} <= {spec.name} {upper} {spec.high:g}"
+    return f"{spec.low:g} <= {name} {upper} {spec.high:g}"
 
 
 def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,6 +124,8 @@ def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
     The result is complete: every key of :data:`PARAMS` is present, and per-layer widths
     (``width_1`` ... ``width_<depth>``), when given, are folded into a ``widths`` list.
     """
+    params = dict(params)
+    given_widths = params.pop("widths", None)
     checked = {str(name): check_value(str(name), value) for name, value in params.items()}
     resolved: dict[str, Any] = {name: spec.default for name, spec in PARAMS.items()}
     if checked.get("optimizer") == "sgd" and "learning_rate" not in checked:
@@ -137,25 +133,60 @@ def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
     resolved.update({k: v for k, v in checked.items() if not PER_LAYER_WIDTH.match(k)})
     depth = resolved["depth"]
     layer_widths = {int(m.group(1)): v for k, v in checked.items() if (m := PER_LAYER_WIDTH.match(k))}
+    if given_widths is not None:
+        layer_widths = _merge_widths(given_widths, layer_widths, depth)
     extra = sorted(i for i in layer_widths if i > depth)
     if extra:
         raise ParamError(f"parameter 'width_{extra[0]}' given but depth is {depth}")
     resolved["widths"] = [layer_widths.get(i, resolved["width"]) for i in range(1, depth + 1)]
     if resolved["loss"] == "mse" and resolved["output"] == "logits":
         raise ParamError("parameter 'output' = 'logits' cannot go with loss 'mse'; use 'softmax'")
+    if resolved["architecture"] == "conv":
+        _check_conv_geometry(resolved["conv_blocks"], resolved["kernel_size"])
     return resolved
+
+
+def _merge_widths(given: Any, layer_widths: dict[int, int], depth: int) -> dict[int, int]:
+    """Fold a ``widths`` list (what :func:`resolve_params` returns) back in, so resolving is idempotent."""
+    if not isinstance(given, list | tuple) or len(given) != depth:
+        raise ParamError(f"parameter 'widths' = {given!r} must be a list of {depth} layer widths (one per depth)")
+    from_list = {i: check_value(f"width_{i}", w) for i, w in enumerate(given, start=1)}
+    clash = sorted(i for i in layer_widths if layer_widths[i] != from_list[i])
+    if clash:
+        i = clash[0]
+        raise ParamError(f"parameter 'width_{i}' = {layer_widths[i]!r} contradicts 'widths' = {list(given)!r}")
+    return from_list
+
+
+def conv_output_size(conv_blocks: int, kernel_size: int) -> int:
+    """Side of the feature map after ``conv_blocks`` (valid conv + 2x2 max-pool) blocks; <= 0 if none."""
+    size = IMAGE_SIZE
+    for _ in range(conv_blocks):
+        size = (size - kernel_size + 1) // 2
+        if size <= 0:
+            return 0
+    return size
+
+
+def _check_conv_geometry(conv_blocks: int, kernel_size: int) -> None:
+    if conv_output_size(conv_blocks, kernel_size) > 0:
+        return
+    fits = max((b for b in range(1, conv_blocks) if conv_output_size(b, kernel_size) > 0), default=0)
+    raise ParamError(
+        f"parameters 'conv_blocks' = {conv_blocks} and 'kernel_size' = {kernel_size} shrink the "
+        f"{IMAGE_SIZE}x{IMAGE_SIZE} image to nothing; with kernel_size {kernel_size} use conv_blocks <= {fits}"
+        + ("" if fits else " (no conv block fits: lower kernel_size)")
+    )
 
 
 def model_summary(params: Mapping[str, Any]) -> str:
     """A short human description, e.g. ``dense 2x500 sigmoid, mse, adam``."""
     p = resolve_params(params)
     widths = p["widths"]
-    if len(set(widths)) == 1:
-        shape = f"{len(widths)}x{widths[0]}"
-    else:
-        shape = "-".join(str(w) for w in widths)
+    shape = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else "-".join(str(w) for w in widths)
     if p["architecture"] == "conv":
-        body = f"conv {p['conv_blocks']} blocks ({p['filters']} filters, {p['kernel_size']}x{p['kernel_size']}) + dense {shape}"
+        kernel = f"{p['kernel_size']}x{p['kernel_size']}"
+        body = f"conv {p['conv_blocks']} blocks ({p['filters']} filters, {kernel}) + dense {shape}"
     else:
         body = f"dense {shape}"
     return f"{body} {p['activation']}, {p['loss']}, {p['optimizer']} lr={p['learning_rate']:g}"
@@ -171,16 +202,14 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ParamError(f"--param {text!r} is not of the form key=value")
+        raise ParamError(f"--param {text!r} is not of the form key=value (e.g. depth=2; keys: {allowed_names()})")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if value is None:
-        raise ParamError(f"--param {text!r} has no value")
+        raise ParamError(f"--param {text!r} gives {key!r} no value; write {key}=VALUE")
     return key, value
