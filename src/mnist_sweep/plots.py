@@ -302,8 +302,14 @@ def study_plots(study: optuna.Study) -> dict[str, Figure]:
     # Optuna's plots switch pyplot to its ggplot style for good; rc_context puts ours back.
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Importances of a study whose trials tie: Optuna says so and draws equal bars, which is right.
+        warnings.filterwarnings("ignore", "Target and region quantiles select the same set", UserWarning)
         for key, plot in plans.items():
-            axes = plot()
+            try:
+                axes = plot()
+            except Exception as exc:  # a study plot must never cost the sweep its results
+                log.warning("study %s: %s plot skipped: %s", name, key, exc)
+                continue
             fig = _figure_of(axes)
             fig.set_size_inches(*STUDY_FIGSIZE)
             plt.close(fig)  # detach from pyplot's registry; the Figure itself stays usable
@@ -377,10 +383,12 @@ def best_over_time(
     fig = Figure(figsize=(max(6.0, 0.45 * len(labels) + 3.0), 4.8), layout="constrained")
     ax = fig.add_subplot()
     positions = np.arange(len(labels))
-    for name, values in series.items():
+    styles = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+    for index, (name, values) in enumerate(series.items()):
         ys = np.array([math.nan if v is None else float(v) for v in values], dtype=float)
+        line, marker = styles[index % len(styles)]
         if np.isfinite(ys).any():
-            ax.plot(positions, ys, marker="o", markersize=4, linewidth=1.5, label=str(name))
+            ax.plot(positions, ys, linestyle=line, marker=marker, markersize=5, linewidth=1.5, label=str(name))
     step = max(1, math.ceil(len(labels) / 15))
     ax.set_xticks(positions[::step], labels=[str(label) for label in labels][::step], rotation=30, ha="right")
     _style(ax, title=title, xlabel="", ylabel=ylabel)
