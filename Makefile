@@ -8,7 +8,7 @@ ifneq ($(wildcard $(SHARED_DATA)/mnist),)
 export MNIST_SWEEP_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install dev system-deps run test test-all test-browser lint format bench clean
+.PHONY: install dev system-deps browser-deps run test test-all test-browser lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \
 	  else echo "warning: docker-compose is missing (apt-get install docker-compose); tests/test_compose.py will fail"; fi; }
+
+# Debian's Chromium for the real-browser tests (Playwright drives /usr/bin/chromium; its own
+# browser download is not used).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "warning: chromium is missing (apt-get install chromium); the browser tests will fail"; fi; }
 
 install: $(BIN)/.installed
 
@@ -46,10 +54,10 @@ format: dev
 test: lint system-deps
 	$(BIN)/pytest
 
-test-all: lint system-deps
+test-all: lint system-deps browser-deps
 	$(BIN)/pytest -m "" --timeout 3600
 
-test-browser: dev
+test-browser: dev browser-deps
 	$(BIN)/pytest -m browser
 
 bench: install

@@ -39,7 +39,9 @@ class _Group(click.Group):
             # A bug, not bad input: one line by default, the traceback with -vv.
             logging.getLogger("mnist_sweep").debug("unexpected error", exc_info=True)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"error: internal error: {type(exc).__name__}: {first} (run with -vv for the traceback)", err=True)
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {first} (run with -vv for the traceback)", err=True
+            )
             ctx.exit(1)
 
 
@@ -58,6 +60,7 @@ def main(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
     if verbose < 2:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its loggers
         for noisy in ("mlflow", "alembic", "optuna", "urllib3", "matplotlib", "absl", "h5py", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -103,8 +106,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @data_dir_option
 @click.option("--limit", type=int, default=None, callback=_positive, help="Train on N class-balanced images.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out"), show_default=True,
-              help="Folder for the learning-curve and prediction-gallery PNGs.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Folder for the learning-curve and prediction-gallery PNGs.",
+)
 @click.option("--list-presets", is_flag=True, help="List the presets with their reference results and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final metrics.")
 def train(
@@ -255,9 +263,16 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
 @storage_option
 @tracking_option
 @data_dir_option
+@click.option("--check", is_flag=True, help="Only validate FILE and the search spaces it names; run nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final summary.")
 def nightly(
-    file: str, night: str | None, storage: str | None, tracking_uri: str | None, data_dir: str | None, quiet: bool
+    file: str,
+    night: str | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    data_dir: str | None,
+    check: bool,
+    quiet: bool,
 ) -> None:
     """Run one night of a nightly FILE: sweep, promote if better, report, retention.
 
@@ -265,11 +280,357 @@ def nightly(
     Exit codes: 0 done (promoted or not), 1 failed (re-run the same date to resume),
     2 bad file or flag, 3 already running (another instance holds the lock).
     """
-    from mnist_sweep.nightly import NightlyOptions, format_result, load_nightly, run_nightly
+    from mnist_sweep.nightly import NightlyOptions, describe_config, format_result, load_nightly, run_nightly
 
     config = load_nightly(file)
+    if check:
+        click.echo(describe_config(config))
+        return
     options = NightlyOptions(date=night, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet)
-    click.echo(format_result(run_nightly(config, options)))
+    # systemd, docker and cron stop jobs with SIGTERM: end like Ctrl-C (runs marked KILLED, the
+    # lock released at once) rather than leave the lock to expire.
+    import signal
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        result = run_nightly(config, options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo(format_result(result))
+
+
+# --------------------------------------------------------------------------- report / compare / dashboard
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for report.html and its PNGs (default: out/reports/STUDY).",
+)
+@click.option(
+    "--top-k", type=int, default=5, show_default=True, callback=_positive, help="Trials whose curves share one chart."
+)
+@storage_option
+@tracking_option
+@data_dir_option
+@click.option("--no-mlflow", is_flag=True, help="Do not log the report to the study's parent MLflow run.")
+def report(
+    study_name: str,
+    out: Path | None,
+    top_k: int,
+    storage: str | None,
+    tracking_uri: str | None,
+    data_dir: str | None,
+    no_mlflow: bool,
+) -> None:
+    """Write an HTML report of STUDY: plots, all trials, the best model's mistakes, the answer in words."""
+    from mnist_sweep.report import build_report
+
+    result = build_report(
+        study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        data_dir=data_dir,
+        out=out,
+        top_k=top_k,
+        log_to_mlflow=not no_mlflow,
+    )
+    click.echo("\n".join([result.findings[0], *(f"  - {f}" for f in result.findings[1:])]))
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {result.html} ({len(result.images)} figures beside it)")
+    if result.logged_run_id:
+        click.echo(f"logged to MLflow run {result.logged_run_id} under report/")
+
+
+@main.command()
+@click.argument("study_names", metavar="STUDY...", nargs=-1, required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for compare.png, compare.csv and compare.html (default: out/reports/compare).",
+)
+@storage_option
+@tracking_option
+def compare(study_names: tuple[str, ...], out: Path | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Put the best results of several studies side by side (a table and a bar chart)."""
+    from mnist_sweep.report import compare_studies
+
+    result = compare_studies(study_names, storage=storage, tracking_uri=tracking_uri, out=out)
+    click.echo(result.table)
+    click.echo(f"\nwrote {result.chart} ({result.chart_label}), {result.csv} and {result.html}")
+
+
+@main.command()
+@click.argument("study_name", metavar="[STUDY]", required=False)
+@storage_option
+@tracking_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (keep it local unless needed).")
+@click.option("--port", type=int, default=8080, show_default=True)
+def dashboard(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
+    """Start optuna-dashboard on the study storage (opening on STUDY's page when given)."""
+    from mnist_sweep.dashboard import prepare_dashboard
+    from mnist_sweep.study import default_storage
+
+    launch = prepare_dashboard(storage or default_storage(tracking_uri), study=study_name, host=host, port=port)
+    click.echo(f"optuna-dashboard on {launch.url} (storage {launch.storage_shown}); Ctrl-C to stop", err=True)
+    sys.stdout.flush()
+    os.execve(launch.argv[0], launch.argv, {**os.environ, **launch.env})
+
+
+# --------------------------------------------------------------------------- inspect / promote / predict
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+@main.command()
+@storage_option
+@tracking_option
+@json_option
+def studies(storage: str | None, tracking_uri: str | None, as_json: bool) -> None:
+    """List the studies in a storage: trial counts, best value, start time."""
+    import json
+
+    from mnist_sweep.inspect_study import format_studies, list_studies, resolve_storage
+
+    url = resolve_storage(storage, tracking_uri)
+    found = list_studies(url)
+    click.echo(json.dumps([s.to_dict() for s in found], indent=2) if as_json else format_studies(found, url))
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@storage_option
+@tracking_option
+@json_option
+def status(study_name: str, storage: str | None, tracking_uri: str | None, as_json: bool) -> None:
+    """Trial counts by state, the best trial so far, and the trials running now (and for how long)."""
+    import json
+
+    from mnist_sweep.inspect_study import format_status, resolve_storage, study_status
+
+    found = study_status(study_name, resolve_storage(storage, tracking_uri))
+    click.echo(json.dumps(found.to_dict(), indent=2) if as_json else format_status(found))
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@storage_option
+@tracking_option
+@json_option
+def best(study_name: str, storage: str | None, tracking_uri: str | None, as_json: bool) -> None:
+    """The best COMPLETE trial: params, validation and test metrics, MLflow run id and model URI."""
+    import json
+
+    from mnist_sweep.inspect_study import best_trial, format_best, resolve_storage
+
+    found = best_trial(study_name, resolve_storage(storage, tracking_uri))
+    click.echo(json.dumps(found.to_dict(), indent=2) if as_json else format_best(found))
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--model-name", default="mnist-classifier", show_default=True, help="Registered model to promote into.")
+@click.option("--alias", default="champion", show_default=True, help="The alias that marks the model in use.")
+@click.option(
+    "--min-improvement",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.001,
+    show_default=True,
+    help="Test accuracy the candidate must gain over the alias holder.",
+)
+@click.option("--dry-run", is_flag=True, help="Evaluate both models and report; register and move nothing.")
+@storage_option
+@tracking_option
+@data_dir_option
+@json_option
+def promote(
+    study_name: str,
+    model_name: str,
+    alias: str,
+    min_improvement: float,
+    dry_run: bool,
+    storage: str | None,
+    tracking_uri: str | None,
+    data_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Promote STUDY's best trial to MODEL_NAME@ALIAS if it wins on the held-out test set.
+
+    The best COMPLETE trial (chosen on validation data) and the model holding the alias are
+    both evaluated on the full test set; only a candidate whose test accuracy is higher by
+    --min-improvement is registered as a new version and gets the alias. A candidate that
+    loses changes nothing (exit code 0).
+    """
+    import json
+
+    from mnist_sweep.registry import promote as promote_study
+
+    result = promote_study(
+        study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        data_dir=data_dir,
+        model_name=model_name,
+        alias=alias,
+        min_improvement=min_improvement,
+        dry_run=dry_run,
+    )
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.message())
+
+
+@main.command()
+@click.argument("model_uri")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--top-k", type=click.IntRange(1, 10), default=1, show_default=True, help="Classes shown per input.")
+@click.option(
+    "--invert/--no-invert",
+    default=None,
+    help="Force or forbid inverting images (default: invert dark ink on light paper).",
+)
+@tracking_option
+@json_option
+def predict(
+    model_uri: str, files: tuple[str, ...], top_k: int, invert: bool | None, tracking_uri: str | None, as_json: bool
+) -> None:
+    """Predict the class of image files (PNG, JPEG, ...; any size) and .npy arrays of 28x28 images.
+
+    MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, or a trial's model URI (models:/m-...,
+    as `mnist-sweep best` prints). Unreadable files are reported by name (exit code 2); the
+    others are still predicted.
+    """
+    import json
+
+    from mnist_sweep.predict import predict_files
+
+    report = predict_files(model_uri, files, top_k=top_k, tracking_uri=tracking_uri, invert=invert)
+    for problem in report.errors:
+        click.echo(f"error: {problem.message}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif report.predictions:
+        click.echo(f"model: {report.model}", err=True)
+        for line in report.lines():
+            click.echo(line)
+    if report.errors:
+        sys.exit(2)
+
+
+# --------------------------------------------------------------------------- worker / server
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@storage_option
+@tracking_option
+@click.option("--experiment", default=None, help="MLflow experiment (default: the study name).")
+@click.option("--parent-run-id", default=None, help="Nest trial runs under this run (default: the study's own).")
+@data_dir_option
+@click.option("--n-trials", type=int, default=None, help="Override the study's trial budget (same on every worker).")
+@click.option("--timeout", type=float, default=None, help="Stop this worker after this many seconds.")
+@click.option("--study-name", default=None, help="Override the study name.")
+@click.option("--limit", type=int, default=None, help="Train on N class-balanced images (quick runs).")
+@click.option("--epochs", type=int, default=None, help="Override the epochs of every trial.")
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (for timing; not recommended).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final table.")
+@click.option("--top", type=int, default=5, show_default=True, help="Trials shown in the final table.")
+def worker(
+    file: str,
+    storage: str | None,
+    tracking_uri: str | None,
+    experiment: str | None,
+    parent_run_id: str | None,
+    data_dir: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    study_name: str | None,
+    limit: int | None,
+    epochs: int | None,
+    no_tracking: bool,
+    quiet: bool,
+    top: int,
+) -> None:
+    """Run trials of FILE's study until its budget is spent, sharing it with other workers.
+
+    Start any number of workers, on any number of machines, with the same FILE, --storage
+    (postgresql://..., or journal:///path.log on one machine) and --tracking-uri (an MLflow
+    server, see `mnist-sweep server`). Exits 0 once the study has its trials.
+    """
+    from mnist_sweep import runner
+    from mnist_sweep.space import load_space
+    from mnist_sweep.study import SweepOptions
+    from mnist_sweep.workers import run_worker
+
+    space = load_space(file).with_overrides(
+        n_trials=n_trials, timeout=timeout, study_name=study_name, epochs=epochs, limit=limit
+    )
+    options = SweepOptions(
+        storage=storage,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        data_dir=data_dir,
+        tracking=not no_tracking,
+        quiet=quiet,
+        parent_run_id=parent_run_id,
+    )
+    result = run_worker(space, options)
+    click.echo(runner.sweep_table(result, top=top))
+
+
+@main.command()
+@click.option(
+    "--backend-store-uri",
+    default=None,
+    envvar="MNIST_SWEEP_BACKEND_STORE_URI",
+    help="Where runs are stored (default: postgresql://localhost:5432/mlflow; $MNIST_SWEEP_BACKEND_STORE_URI).",
+)
+@click.option(
+    "--artifacts-destination",
+    default=None,
+    help="Folder or s3://bucket/prefix the server keeps artifacts in (default: ./mlartifacts).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (keep it local unless needed).")
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    help="Comma-separated Host headers to answer (default: localhost and 127.0.0.1, plus this machine's "
+    "names when bound beyond loopback).",
+)
+@click.option("--workers", type=int, default=None, help="Server processes (MLflow's default: 4).")
+@click.option("--dry-run", is_flag=True, help="Check the settings and print the mlflow command; start nothing.")
+def server(
+    backend_store_uri: str | None,
+    artifacts_destination: str | None,
+    host: str,
+    port: int,
+    allowed_hosts: str | None,
+    workers: int | None,
+    dry_run: bool,
+) -> None:
+    """Start an MLflow tracking server for many workers (PostgreSQL store, served artifacts)."""
+    from mnist_sweep import server as server_mod
+
+    config = server_mod.build_config(
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        host=host,
+        port=port,
+        allowed_hosts=allowed_hosts,
+        workers=workers,
+    )
+    if dry_run:
+        click.echo(server_mod.shown_command(config))
+        return
+    click.echo(f"MLflow tracking server on {config.url} (give workers --tracking-uri {config.url})", err=True)
+    server_mod.serve(config)
 
 
 if __name__ == "__main__":  # pragma: no cover
