@@ -1,0 +1,196 @@
+"""How many epochs does pruning save, and what does it cost in best validation accuracy?
+
+The same dense sweep (TPE with a fixed seed over learning rate, width and activation) runs with
+each pruner and without one (``none``), each in a fresh study and fresh stores in a temporary
+folder, tracking off (MLflow plays no part in what is measured here). For each sweep: the total
+epochs trained (the sum over trials of the epochs each ran, from the trial's ``history``) and the
+best validation accuracy of a COMPLETE trial (the objective: validation accuracy after the last
+epoch). The goal of issue 3: at least 3x fewer epochs than ``none`` for a best within 0.3 points.
+
+The variants alternate inside one run (none, pruner, ..., then the next seed in reverse order),
+so their wall times are measured side by side too. With a pruner, TPE sees pruned trials, so the
+sampled sequences part ways after the first pruning; that is part of what is measured.
+
+    .venv/bin/python bench/pruning.py [--trials 20] [--epochs 8] [--limit 10000] [--seeds 0 1]
+    .venv/bin/python bench/pruning.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _common import (  # bench/ is on sys.path when a script here runs
+    SweepRun,
+    default_data_dir,
+    machine_line,
+    make_space,
+    median,
+    quiet_logs,
+    run_timed,
+    table,
+)
+
+EPOCH_GOAL = 3.0
+BEST_TOLERANCE = 0.003  # 0.3 points of validation accuracy
+TPE_STARTUP = 5
+
+
+def pruner_settings(epochs: int) -> dict[str, dict[str, Any]]:
+    """The pruners compared, with their options (``none`` is the baseline)."""
+    return {
+        "none": {"name": "none"},
+        "successive_halving": {
+            "name": "successive_halving",
+            "options": {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0},
+        },
+        "median": {"name": "median", "options": {"n_startup_trials": 5, "n_warmup_steps": 1, "interval_steps": 1}},
+        # Prunes a trial whenever it is outside the top 25% of the trials at the same epoch.
+        "percentile": {
+            "name": "percentile",
+            "options": {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 0, "interval_steps": 1},
+        },
+        "hyperband": {
+            "name": "hyperband",
+            "options": {"min_resource": 1, "max_resource": epochs, "reduction_factor": 3},
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20, help="trials per sweep (default 20)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of a trial that is never pruned (default 8)")
+    parser.add_argument("--limit", type=int, default=10000, help="training images (default 10000; 0: all 50,000)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="sampler/training seeds (default 0 1)")
+    parser.add_argument(
+        "--pruners",
+        nargs="+",
+        default=["successive_halving"],
+        choices=["successive_halving", "median", "percentile", "hyperband"],
+        help="pruners compared with none (default: successive_halving)",
+    )
+    parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding mnist/ (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: 6 trials x 3 epochs, limit 1000, seed 0")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.epochs, args.limit, args.seeds = 6, 3, 1000, [0]
+    if min(args.trials, args.epochs) < 1:
+        parser.error("--trials and --epochs must be at least 1")
+    limit = args.limit or None
+    settings = pruner_settings(args.epochs)
+    variants = ["none", *args.pruners]
+
+    def space(seed: int, pruner: str) -> Any:
+        return make_space(
+            f"pruning-{pruner}-seed{seed}",
+            space={
+                "learning_rate": {"type": "float", "low": 1.0e-5, "high": 1.0e-1, "log": True},
+                "width": {"type": "categorical", "choices": [32, 64, 128, 256, 512]},
+                "activation": {"type": "categorical", "choices": ["relu", "tanh", "sigmoid"]},
+            },
+            fixed={"architecture": "dense", "depth": 1, "optimizer": "adam", "batch_size": 128, "epochs": args.epochs},
+            n_trials=args.trials,
+            limit=limit,
+            seed=seed,
+            sampler={"name": "tpe", "seed": seed, "options": {"n_startup_trials": TPE_STARTUP}},
+            pruner=settings[pruner],
+        )
+
+    quiet_logs()
+    print(machine_line())
+    data = "all 50,000 training images" if limit is None else f"limit {limit} (validation {max(limit // 5, 10)})"
+    print(
+        f"sweep: {args.trials} trials x up to {args.epochs} epochs, dense depth 1, adam, batch 128, "
+        f"learning_rate log[1e-5, 1e-1] x width {{32..512}} x activation {{relu,tanh,sigmoid}}; {data}; "
+        f"TPE (n_startup_trials {TPE_STARTUP}) seeded per run; tracking OFF"
+    )
+    for name in variants:
+        print(f"  pruner {name}: {settings[name].get('options', {})}")
+    print(flush=True)
+
+    runs: dict[tuple[int, str], SweepRun] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-pruning-") as tmp:
+        for position, seed in enumerate(args.seeds):
+            order = variants if position % 2 == 0 else list(reversed(variants))
+            for name in order:
+                run, _ = run_timed(
+                    f"{name}-{seed}", space(seed, name), root=Path(tmp), data_dir=args.data_dir, tracking=False
+                )
+                runs[seed, name] = run
+                states = run.states()
+                print(
+                    f"seed {seed} {name:18s}: {run.epochs:4d} epochs, best {run.best:.4f}, "
+                    f"{states.get('COMPLETE', 0)} complete / {states.get('PRUNED', 0)} pruned / "
+                    f"{states.get('FAIL', 0)} failed, {run.seconds:.1f} s",
+                    flush=True,
+                )
+
+    print("\nper trial, epochs run (trial number order):")
+    for (seed, name), run in sorted(runs.items()):
+        epochs = " ".join(str(t.epochs) for t in sorted(run.result.trials, key=lambda t: t.number))
+        print(f"  seed {seed} {name:18s} {epochs}")
+
+    rows = []
+    verdicts: dict[str, list[bool]] = {name: [] for name in args.pruners}
+    for seed in args.seeds:
+        base = runs[seed, "none"]
+        for name in variants:
+            run = runs[seed, name]
+            ratio = base.epochs / run.epochs if run.epochs else float("inf")
+            delta = None if run.best is None or base.best is None else 100 * (run.best - base.best)
+            met = "-"
+            if name != "none":
+                ok = ratio >= EPOCH_GOAL and delta is not None and delta >= -100 * BEST_TOLERANCE
+                verdicts[name].append(ok)
+                met = "met" if ok else "NOT met"
+            states = run.states()
+            rows.append(
+                [
+                    seed,
+                    name,
+                    f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}",
+                    run.epochs,
+                    f"{ratio:.2f}x",
+                    "-" if run.best is None else f"{run.best:.4f}",
+                    "-" if delta is None else f"{delta:+.2f}",
+                    f"{run.seconds:.1f}",
+                    f"{base.seconds / run.seconds:.2f}x",
+                    met,
+                ]
+            )
+    print("\nSUMMARY (tracking off; best = best COMPLETE trial's final validation accuracy)")
+    print(
+        table(
+            [
+                "seed",
+                "pruner",
+                "complete/pruned",
+                "epochs",
+                "none/this epochs",
+                "best val acc",
+                "vs none (points)",
+                "wall s",
+                "none/this wall",
+                f"goal (>= {EPOCH_GOAL:g}x, within {100 * BEST_TOLERANCE:.1f} pt)",
+            ],
+            rows,
+        )
+    )
+    print()
+    for name in args.pruners:
+        total_none = sum(runs[s, "none"].epochs for s in args.seeds)
+        total = sum(runs[s, name].epochs for s in args.seeds)
+        deltas = [100 * ((runs[s, name].best or 0.0) - (runs[s, "none"].best or 0.0)) for s in args.seeds]
+        print(
+            f"{name}: {total_none} / {total} epochs over {len(args.seeds)} seed(s) = {total_none / total:.2f}x fewer; "
+            f"median best vs none {median(deltas):+.2f} points; goal met in {sum(verdicts[name])} of "
+            f"{len(verdicts[name])} seed(s)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
