@@ -629,6 +629,7 @@ def server(
     if dry_run:
         click.echo(server_mod.shown_command(config))
         return
+    server_mod.check_ready(config)
     click.echo(f"MLflow tracking server on {config.url} (give workers --tracking-uri {config.url})", err=True)
     server_mod.serve(config)
 

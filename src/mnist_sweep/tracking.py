@@ -46,7 +46,7 @@ def default_tracking_uri() -> str:
 
 def check_tracking_uri(uri: str) -> str:
     """Reject tracking URIs MLflow would misread or that are known not to work here."""
-    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    scheme = uri.split(":", 1)[0].lower().split("+", 1)[0] if ":" in uri else ""
     allowed = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
     if scheme not in allowed:
         raise ConfigError(
@@ -55,6 +55,9 @@ def check_tracking_uri(uri: str) -> str:
         )
     if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
         raise ConfigError(f"tracking URI {uri!r}: MLflow 3 no longer supports the file store; use sqlite:///mlflow.db")
+    if scheme == "postgresql" and uri.startswith("postgresql://"):
+        # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL; we ship psycopg2.
+        uri = "postgresql+psycopg2://" + uri[len("postgresql://") :]
     if scheme in ("http", "https") and "//" not in uri:
         raise ConfigError(f"tracking URI {uri!r}: expected {scheme}://host:port")
     return uri

@@ -44,6 +44,7 @@ class TrainResult:
     param_count: int = 0
     wall_seconds: float = 0.0
     model: keras.Model | None = None
+    test_probabilities: np.ndarray | None = None  # (n_test, 10) softmax probabilities
 
     @property
     def ok(self) -> bool:
@@ -143,13 +144,14 @@ def train(
     if result.ok and recorder.failure:
         result.status, result.failure = "failed", recorder.failure
     if result.ok and evaluate_test:
-        test_loss, test_accuracy = model.evaluate(
-            dataset.x_test,
-            targets(dataset.y_test, one_hot=one_hot),
-            batch_size=max(resolved["batch_size"], 256),
-            verbose=0,
-        )
-        result.test_loss, result.test_accuracy = float(test_loss), float(test_accuracy)
+        # One forward pass gives the test loss, the accuracy and the class probabilities the
+        # sweep draws its confusion matrix from (evaluate() and a second predict() cost two).
+        outputs = model.predict(dataset.x_test, batch_size=max(resolved["batch_size"], 256), verbose=0)
+        loss = model.loss(targets(dataset.y_test, one_hot=one_hot), outputs)
+        result.test_loss = float(keras.ops.convert_to_numpy(loss))
+        probs = outputs if resolved["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
+        result.test_probabilities = np.asarray(probs, dtype=np.float32)
+        result.test_accuracy = float(np.mean(np.argmax(outputs, axis=1) == dataset.y_test))
     result.wall_seconds = time.perf_counter() - started
     result.model = model if keep_model and result.ok else None
     return result
