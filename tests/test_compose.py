@@ -234,7 +234,7 @@ def test_mlflow_serves_artifacts_from_a_postgres_backend(resolved: dict[str, Any
     assert argv[0] == "server"
     assert "--serve-artifacts" in argv
     backend = argv[argv.index("--backend-store-uri") + 1]
-    assert backend.startswith("postgresql://")
+    assert backend.startswith("postgresql+psycopg2://")  # a bare postgresql:// needs psycopg 3
     assert backend.endswith("@postgres:5432/mlflow")
     assert argv[argv.index("--artifacts-destination") + 1] == "/mlartifacts"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
@@ -282,7 +282,7 @@ def test_env_file_overrides_the_defaults(modern: Validator, tmp_path: Path) -> N
     assert services["worker"]["deploy"]["replicas"] == 4
     assert _environment(services["scheduler"])["NIGHTLY_AT"] == "03:30"
     assert _environment(services["worker"])["MNIST_SWEEP_STORAGE"] == "postgresql://alice:s3cret@postgres:5432/optuna"
-    assert "postgresql://alice:s3cret@postgres:5432/mlflow" in _command_list(services["mlflow"])
+    assert "postgresql+psycopg2://alice:s3cret@postgres:5432/mlflow" in _command_list(services["mlflow"])
     # An empty SWEEP_DATA_DIR leaves MNIST_SWEEP_DATA_DIR empty: the Keras downloader is used.
     assert _environment(services["worker"])["MNIST_SWEEP_DATA_DIR"] == ""
 

@@ -31,6 +31,7 @@ one shared storage (PostgreSQL across machines, a journal file on one machine). 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -648,6 +649,7 @@ class _Sweep:
         self.progress = Progress(total=space.budget.n_trials, quiet=options.quiet)
         self.parent: RunLike | None = None
         self.owns_parent = True
+        self.artifact_jobs = _BackgroundJobs()
         self.backend = backend
         interval = getattr(backend, "get_heartbeat_interval", lambda: None)()
         self.heartbeat_interval: int | None = interval if isinstance(interval, int) else None
@@ -986,13 +988,21 @@ class _Sweep:
             return
         model: keras.Model = result.model
         title = f"{self.space.study_name} trial {trial.number}"
-        run.log_figure(plots.learning_curves(result.history, title=title), "plots/learning_curves.png")
-        probs = probabilities(model, self.dataset.x_test)
+        probs = result.test_probabilities
+        if probs is None:  # train() always returns them with evaluate_test; keep working without
+            probs = probabilities(model, self.dataset.x_test)
         predicted = np.argmax(probs, axis=1)
-        run.log_figure(
-            plots.confusion_matrix(self.dataset.y_test, predicted, self.dataset.class_names, title=f"{title} (test)"),
-            "plots/confusion_matrix.png",
-        )
+        history, y_test, names = list(result.history), self.dataset.y_test, self.dataset.class_names
+
+        def draw_and_log() -> None:
+            run.log_figure(plots.learning_curves(history, title=title), "plots/learning_curves.png")
+            run.log_figure(
+                plots.confusion_matrix(y_test, predicted, names, title=f"{title} (test)"), "plots/confusion_matrix.png"
+            )
+
+        # Rendering and uploading the figures overlaps the next trial's training; the sweep
+        # waits for it before the next trial's figures and before it ends.
+        self.artifact_jobs.submit(draw_and_log, what=f"trial {trial.number} figures")
         if self.options.log_models:
             uri = run.log_model(model, example=self.dataset.x_test[:2])
             self._set_attr(trial, "model_uri", uri)
@@ -1139,6 +1149,7 @@ class _Sweep:
         While an error is on its way out (``failing``) nothing here may hide it: no retries,
         and problems only logged.
         """
+        self.artifact_jobs.drain()
         try:
             result.trials = summarize(self.study) if failing else self.storage_call(lambda: summarize(self.study))
             if self.owns_parent:
@@ -1147,6 +1158,31 @@ class _Sweep:
             if not failing:
                 raise
             log.warning("could not log the study summary: %s", describe(exc))
+
+
+class _BackgroundJobs:
+    """One background thread for a trial's figures, at most one job in flight.
+
+    A failed job is logged, never raised: a missing PNG must not cost a trial its result.
+    """
+
+    def __init__(self) -> None:
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[tuple[concurrent.futures.Future[None], str]] = []
+
+    def submit(self, job: Callable[[], None], *, what: str) -> None:
+        self.drain()
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mnist-sweep-artifacts")
+        self._pending.append((self._executor.submit(job), what))
+
+    def drain(self) -> None:
+        for future, what in self._pending:
+            try:
+                future.result()
+            except Exception as exc:
+                log.warning("%s could not be logged: %s", what, exc)
+        self._pending.clear()
 
 
 class StudyFailing(MnistSweepError):
@@ -1238,6 +1274,7 @@ def run_sweep(space: SearchSpace, options: SweepOptions | None = None) -> SweepR
     """
     from mnist_sweep import runtime
     from mnist_sweep.data import load_dataset
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     options = options or SweepOptions()
     storage = options.storage or default_storage(options.tracking_uri)
@@ -1246,6 +1283,10 @@ def run_sweep(space: SearchSpace, options: SweepOptions | None = None) -> SweepR
     options = _replace(options, storage=storage, heartbeat=heartbeat)
     _ignore_known_warnings()
     retry_seconds()  # a bad $MNIST_SWEEP_RETRY_SECONDS is a config error before anything starts
+    check_tracking_uri(options.tracking_uri or default_tracking_uri())
+    # The data before the study: missing or corrupt files must not leave an empty study behind
+    # (reading the IDX files needs numpy only, not TensorFlow).
+    dataset = load_dataset(space.dataset, data_dir=options.data_dir, limit=space.limit)
     recovery = TrialRecovery()
     mutex = StudyMutex(storage, space.study_name, kind=kind)
     try:
@@ -1264,7 +1305,6 @@ def run_sweep(space: SearchSpace, options: SweepOptions | None = None) -> SweepR
             hint=RESUME_HINT,
         )
         runtime.configure(threads=_threads_from_env())
-        dataset = load_dataset(space.dataset, data_dir=options.data_dir, limit=space.limit)
         sweep = _Sweep(space, options, study, dataset, backend=backend, mutex=mutex, recovery=recovery)
         sweep.tracking_call(sweep.tracker.check)
         result = SweepResult(

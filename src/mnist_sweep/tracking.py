@@ -159,6 +159,7 @@ class RunHandle:
         through ``mlflow.tensorflow.log_model``, which saves the Keras model itself and
         serves through pyfunc the same way.
         """
+        import mlflow
         import mlflow.tensorflow
         import numpy as np
         from mlflow.models import infer_signature
@@ -170,6 +171,9 @@ class RunHandle:
         signature = infer_signature(example, output)
         # Create the logged model in this run's experiment ourselves: left to MLflow 3.17, a model
         # logged by run id (no fluent active run) lands in experiment 0 ("Default").
+        # Model.log resolves the logged model through MLflow's process-wide tracking URI: make it
+        # this run's store (another Tracker or a registry call may have pointed it elsewhere).
+        mlflow.set_tracking_uri(self.client.tracking_uri)
         logged = self.client.create_logged_model(
             experiment_id=self.experiment_id, name=MODEL_ARTIFACT, source_run_id=self.run_id
         )
