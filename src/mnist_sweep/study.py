@@ -31,7 +31,6 @@ one shared storage (PostgreSQL across machines, a journal file on one machine). 
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -649,7 +648,6 @@ class _Sweep:
         self.progress = Progress(total=space.budget.n_trials, quiet=options.quiet)
         self.parent: RunLike | None = None
         self.owns_parent = True
-        self.artifact_jobs = _BackgroundJobs()
         self.backend = backend
         interval = getattr(backend, "get_heartbeat_interval", lambda: None)()
         self.heartbeat_interval: int | None = interval if isinstance(interval, int) else None
@@ -992,17 +990,11 @@ class _Sweep:
         if probs is None:  # train() always returns them with evaluate_test; keep working without
             probs = probabilities(model, self.dataset.x_test)
         predicted = np.argmax(probs, axis=1)
-        history, y_test, names = list(result.history), self.dataset.y_test, self.dataset.class_names
-
-        def draw_and_log() -> None:
-            run.log_figure(plots.learning_curves(history, title=title), "plots/learning_curves.png")
-            run.log_figure(
-                plots.confusion_matrix(y_test, predicted, names, title=f"{title} (test)"), "plots/confusion_matrix.png"
-            )
-
-        # Rendering and uploading the figures overlaps the next trial's training; the sweep
-        # waits for it before the next trial's figures and before it ends.
-        self.artifact_jobs.submit(draw_and_log, what=f"trial {trial.number} figures")
+        run.log_figure(plots.learning_curves(result.history, title=title), "plots/learning_curves.png")
+        run.log_figure(
+            plots.confusion_matrix(self.dataset.y_test, predicted, self.dataset.class_names, title=f"{title} (test)"),
+            "plots/confusion_matrix.png",
+        )
         if self.options.log_models:
             uri = run.log_model(model, example=self.dataset.x_test[:2])
             self._set_attr(trial, "model_uri", uri)
@@ -1149,7 +1141,6 @@ class _Sweep:
         While an error is on its way out (``failing``) nothing here may hide it: no retries,
         and problems only logged.
         """
-        self.artifact_jobs.drain()
         try:
             result.trials = summarize(self.study) if failing else self.storage_call(lambda: summarize(self.study))
             if self.owns_parent:
@@ -1158,31 +1149,6 @@ class _Sweep:
             if not failing:
                 raise
             log.warning("could not log the study summary: %s", describe(exc))
-
-
-class _BackgroundJobs:
-    """One background thread for a trial's figures, at most one job in flight.
-
-    A failed job is logged, never raised: a missing PNG must not cost a trial its result.
-    """
-
-    def __init__(self) -> None:
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: list[tuple[concurrent.futures.Future[None], str]] = []
-
-    def submit(self, job: Callable[[], None], *, what: str) -> None:
-        self.drain()
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mnist-sweep-artifacts")
-        self._pending.append((self._executor.submit(job), what))
-
-    def drain(self) -> None:
-        for future, what in self._pending:
-            try:
-                future.result()
-            except Exception as exc:
-                log.warning("%s could not be logged: %s", what, exc)
-        self._pending.clear()
 
 
 class StudyFailing(MnistSweepError):
