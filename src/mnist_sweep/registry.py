@@ -266,6 +266,8 @@ class _Registry:
     ) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
+        from mnist_sweep.tracking import process_tracking_uri
+
         with self._errors(f"registering {source} as {name}"):
             try:
                 self.client.create_registered_model(
@@ -276,14 +278,15 @@ class _Registry:
                 if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                     raise
             model_id = source.removeprefix("models:/")
-            return self.client.create_model_version(
-                name,
-                source,
-                run_id=run_id,
-                tags=dict(tags),
-                description=description,
-                model_id=model_id if _MODEL_ID.match(model_id) else None,
-            )
+            with process_tracking_uri(self.uri):  # MLflow resolves the logged model through it
+                return self.client.create_model_version(
+                    name,
+                    source,
+                    run_id=run_id,
+                    tags=dict(tags),
+                    description=description,
+                    model_id=model_id if _MODEL_ID.match(model_id) else None,
+                )
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         with self._errors(f"moving {name}@{alias} to version {version}"):

@@ -100,6 +100,23 @@ def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
     return tags
 
 
+@contextlib.contextmanager
+def process_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI at ``uri`` for a call that only reads that one.
+
+    Some MLflow 3.17 calls resolve ``models:/m-...`` through the global URI even when made on an
+    explicit client (``Model.log`` with a model id; the registry's ``create_model_version``).
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def _status_for(exc: BaseException | None) -> str:
     import optuna
 
@@ -159,7 +176,6 @@ class RunHandle:
         through ``mlflow.tensorflow.log_model``, which saves the Keras model itself and
         serves through pyfunc the same way.
         """
-        import mlflow
         import mlflow.tensorflow
         import numpy as np
         from mlflow.models import infer_signature
@@ -171,13 +187,13 @@ class RunHandle:
         signature = infer_signature(example, output)
         # Create the logged model in this run's experiment ourselves: left to MLflow 3.17, a model
         # logged by run id (no fluent active run) lands in experiment 0 ("Default").
-        # Model.log resolves the logged model through MLflow's process-wide tracking URI: make it
-        # this run's store (another Tracker or a registry call may have pointed it elsewhere).
-        mlflow.set_tracking_uri(self.client.tracking_uri)
         logged = self.client.create_logged_model(
             experiment_id=self.experiment_id, name=MODEL_ARTIFACT, source_run_id=self.run_id
         )
-        with _keras_progress_bars_off():  # MLflow's serving-input check calls predict() with Keras's bar on
+        with (
+            _keras_progress_bars_off(),
+            process_tracking_uri(self.client.tracking_uri),
+        ):  # MLflow's serving-input check calls predict() with Keras's bar on
             info = mlflow.tensorflow.log_model(
                 model,
                 name=MODEL_ARTIFACT,
