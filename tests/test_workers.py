@@ -301,7 +301,9 @@ def test_database_going_away_gives_bounded_retry_then_one_clear_line(tmp_path: P
     for t in done:
         assert after[t.number].state.name == "COMPLETE" and after[t.number].value == t.value
         run = client.get_run(t.user_attrs["mlflow_run_id"])
-        assert run.data.metrics["val_accuracy"] == pytest.approx(t.value)
+        # A trial that drew the params of an earlier one reuses its value and logs only the final metric.
+        key = "final_val_accuracy" if "duplicate_of" in t.user_attrs else "val_accuracy"
+        assert run.data.metrics[key] == pytest.approx(t.value)
 
 
 @pytest.mark.postgres
