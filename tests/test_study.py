@@ -209,3 +209,23 @@ def test_changed_direction_is_a_config_error(tmp_path: Path) -> None:
     path.write_text(flipped.replace("val_accuracy", "val_loss"))
     with pytest.raises(ConfigError, match="direction"):
         sweep(path, tmp_path)
+
+
+def test_trial_timeout_fails_the_trial_and_endless_failures_stop(tmp_path: Path) -> None:
+    import optuna
+
+    from mnist_sweep.study import StudyFailing, summarize
+
+    path = write_space(tmp_path, n_trials=1, fixed="{epochs: 3, batch_size: 16}")
+    path.write_text(path.read_text().replace("budget: {", "budget: {trial_timeout: 0.05, "))
+    # Failed trials use no budget; without max_failure_rate the sweep stops after max(n_trials, 3) failures.
+    with pytest.raises(StudyFailing, match="3 trials failed, as many as the budget"):
+        sweep(path, tmp_path)
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = summarize(study)
+    assert [t.state for t in trials] == ["FAIL"] * 3
+    assert all(t.note.startswith("trial timeout: stopped after 0.05 s") for t in trials), trials
+    run = client(tmp_path).get_run(trials[0].run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mnist_sweep.fail_reason"].startswith("trial timeout")

@@ -731,6 +731,14 @@ class _Sweep:
                 f" (last reason: {self._last_failure()})"
             )
         n = budget.n_trials
+        # Failed trials use no budget (a crashed worker's trial is retried), so without a
+        # max_failure_rate a sweep whose every trial fails would never end: stop it once as many
+        # trials have failed as the budget holds (at least 3).
+        if rate is None and n is not None and failed >= max(n, 3):
+            raise StudyFailing(
+                f"stopped: {failed} trials failed, as many as the budget of {n} (set budget.max_failure_rate"
+                f" to choose the limit; last reason: {self._last_failure()})"
+            )
         if n is None or counted + len(running) < n:
             return "go", None
         spent = f"budget of {n} trials spent"
@@ -913,6 +921,7 @@ class _Sweep:
     def _train(self, trial: optuna.Trial, params: dict[str, Any], run: RunLike) -> float:
         import optuna
 
+        from mnist_sweep.callbacks import PruningCallback, TrialTimeout
         from mnist_sweep.training import train
 
         metric = self.space.objective.metric
@@ -922,8 +931,8 @@ class _Sweep:
             run.log_metrics(record, step=epoch + 1)
             self.progress.epoch(trial.number, epoch + 1, epochs, record)
 
-        timeout = _TrialTimeout(self.space.budget.trial_timeout)
-        pruning = _PruningCallback(trial, metric, self.storage_call)
+        timeout = TrialTimeout(self.space.budget.trial_timeout)
+        pruning = PruningCallback(trial, metric, self.storage_call)
         try:
             result = train(
                 params,
@@ -1155,57 +1164,6 @@ class StudyFailing(MnistSweepError):
     """Too many trials failed (``max_failure_rate``): stop the sweep."""
 
     exit_code = 1
-
-
-class _PruningCallback:
-    """Reports the objective metric to Optuna each epoch and prunes when the pruner says so."""
-
-    def __new__(
-        cls, trial: optuna.Trial, metric: str, retry: Callable[[Callable[[], Any]], Any] = lambda fn: fn()
-    ) -> Any:
-        import keras
-        import optuna
-
-        class PruningCallback(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.history: list[dict[str, float]] = []
-
-            def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-                logs = dict(logs or {})
-                self.history.append({k: float(v) for k, v in logs.items() if isinstance(v, int | float)})
-                value = logs.get(metric)
-                if value is None or not math.isfinite(float(value)):
-                    return
-                retry(lambda: trial.report(float(value), step=epoch + 1))
-                if retry(trial.should_prune):
-                    raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} ({metric} {float(value):.4f})")
-
-        return PruningCallback()
-
-
-class _TrialTimeout:
-    """Stops training once a trial has run longer than ``seconds``."""
-
-    def __new__(cls, seconds: float | None) -> Any:
-        import keras
-
-        class TrialTimeout(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.seconds = seconds
-                self.expired = False
-                self._start = time.monotonic()
-
-            def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-                self._start = time.monotonic()
-
-            def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-                if self.seconds is not None and time.monotonic() - self._start > self.seconds:
-                    self.expired = True
-                    self.model.stop_training = True
-
-        return TrialTimeout()
 
 
 def trials_frame(study: optuna.Study) -> Any:
