@@ -143,8 +143,8 @@ def train(
         limit=limit,
         seed=seed,
     )
-    result = runner.run_train(job, data_dir=data_dir, out=out, quiet=quiet)
-    click.echo(runner.train_summary(job, result))
+    result, written = runner.run_train(job, data_dir=data_dir, out=out, quiet=quiet)
+    click.echo(runner.train_summary(job, result, written))
 
 
 # --------------------------------------------------------------------------- validate / run

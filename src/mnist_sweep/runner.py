@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,6 @@ class TrainJob:
     limit: int | None = None
     seed: int = 0
     preset: str | None = None
-    outputs: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
     def from_cli(
@@ -71,8 +70,11 @@ class TrainJob:
         )
 
 
-def run_train(job: TrainJob, *, data_dir: str | None, out: Path, quiet: bool = False) -> TrainResult:
-    """Train ``job``'s model with per-epoch progress; write the two PNGs into ``out``."""
+def run_train(job: TrainJob, *, data_dir: str | None, out: Path, quiet: bool = False) -> tuple[TrainResult, list[Path]]:
+    """Train ``job``'s model with per-epoch progress; write the two PNGs into ``out``.
+
+    Returns the result and the PNGs written.
+    """
     import click
     import numpy as np
 
@@ -100,19 +102,17 @@ def run_train(job: TrainJob, *, data_dir: str | None, out: Path, quiet: bool = F
         raise TrainingFailed(f"training failed: {result.failure}")
     out.mkdir(parents=True, exist_ok=True)
     title = job.preset or model_summary(job.params)
-    job.outputs["learning_curves"] = plots.save(
-        plots.learning_curves(result.history, title=title), out / "learning_curves.png"
-    )
+    curves = plots.save(plots.learning_curves(result.history, title=title), out / "learning_curves.png")
     sample = np.arange(min(12, len(dataset.x_test)))
     probs = probabilities(result.model, dataset.x_test[sample])
-    job.outputs["predictions"] = plots.save(
+    gallery = plots.save(
         plots.prediction_gallery(dataset.x_test[sample], dataset.y_test[sample], probs, dataset.class_names),
         out / "predictions.png",
     )
-    return result
+    return result, [curves, gallery]
 
 
-def train_summary(job: TrainJob, result: TrainResult) -> str:
+def train_summary(job: TrainJob, result: TrainResult, written: Sequence[Path] = ()) -> str:
     lines = [
         f"train accuracy {result.final('accuracy'):.4f}  val accuracy {result.final('val_accuracy'):.4f}  "
         f"test accuracy {result.test_accuracy:.4f}  test loss {result.test_loss:.4f}",
@@ -120,7 +120,7 @@ def train_summary(job: TrainJob, result: TrainResult) -> str:
     ]
     if job.preset:
         lines.append(f"reference ({job.preset}): {get_preset(job.preset).reference}")
-    lines += [f"wrote {path}" for path in job.outputs.values()]
+    lines += [f"wrote {path}" for path in written]
     return "\n".join(lines)
 
 

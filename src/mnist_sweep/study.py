@@ -394,8 +394,8 @@ class SweepOptions:
 
     ``worker``: one of several processes sharing the study (joins the study's parent run,
     reseeds its sampler). ``parent_run_id`` with ``worker``: nest under that run without
-    ending it (whoever created it ends it). ``heartbeat`` is kept for compatibility:
-    heartbeats are always on for PostgreSQL/MySQL storages and impossible on the others.
+    ending it (whoever created it ends it). Heartbeats need no option: they are always on for
+    PostgreSQL/MySQL storages and impossible on the others.
     """
 
     storage: str | None = None
@@ -407,7 +407,6 @@ class SweepOptions:
     log_models: bool = True
     parent_run_id: str | None = None
     worker: bool = False
-    heartbeat: bool = False
 
 
 def finished_count(study: optuna.Study) -> tuple[int, int, int]:
@@ -1204,7 +1203,7 @@ def run_sweep(space: SearchSpace, options: SweepOptions | None = None) -> SweepR
     storage = options.storage or default_storage(options.tracking_uri)
     kind = storage_kind(storage)
     heartbeat = kind in ("postgresql", "mysql")
-    options = _replace(options, storage=storage, heartbeat=heartbeat)
+    options = _replace(options, storage=storage)
     _ignore_known_warnings()
     retry_seconds()  # a bad $MNIST_SWEEP_RETRY_SECONDS is a config error before anything starts
     check_tracking_uri(options.tracking_uri or default_tracking_uri())

@@ -328,14 +328,6 @@ class Tracker:
         if self.enabled:
             self._end(run_id, status)
 
-    def child_runs(self, parent_run_id: str) -> list[Any]:
-        """The trial runs nested under ``parent_run_id``."""
-        return list(
-            self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
-            )
-        )
-
 
 class NullRun:
     """A run that logs nothing: what a disabled :class:`Tracker` hands out."""
