@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if TYPE_CHECKING:
-    from mnist_sweep.space import SearchSpace
-    from mnist_sweep.study import SweepResult
+    from mnist_sweep.config._space import SearchSpace
+    from mnist_sweep.sweep._engine import SweepResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def machine_line() -> str:
     import optuna
     import tensorflow as tf
 
-    from mnist_sweep import runtime
+    from mnist_sweep.model import _runtime as runtime
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
@@ -71,7 +71,7 @@ def make_space(
     pruner: Mapping[str, Any] | None = None,
 ) -> SearchSpace:
     """A validated :class:`SearchSpace`, built in code (``parse_space``) instead of a YAML file."""
-    from mnist_sweep.space import parse_space
+    from mnist_sweep.config._space import parse_space
 
     data: dict[str, Any] = {
         "study": study,
@@ -153,7 +153,7 @@ def run_timed(
     The MLflow schema of the fresh store is created before the clock starts (when ``init_store``),
     because that is a one-time cost of a new store, not of a sweep.
     """
-    from mnist_sweep.study import SweepOptions, run_sweep
+    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
 
     storage, tracking_uri = fresh_stores(root, label)
     setup = init_mlflow_store(tracking_uri) if tracking and init_store else 0.0

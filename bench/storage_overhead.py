@@ -63,7 +63,7 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 def plain_optuna(url: str, n_trials: int) -> float:
     import optuna
 
-    from mnist_sweep.study import open_storage
+    from mnist_sweep.sweep._engine import open_storage
 
     study = optuna.create_study(study_name="plain", storage=open_storage(url), sampler=optuna.samplers.RandomSampler(0))
 
@@ -77,8 +77,8 @@ def plain_optuna(url: str, n_trials: int) -> float:
 
 def sweep_loop(url: str, n_trials: int, folder: Path) -> float:
     """This project's loop, training replaced by a constant; seconds per trial inside the loop."""
-    from mnist_sweep import study as study_mod
-    from mnist_sweep.space import load_space
+    from mnist_sweep.config._space import load_space
+    from mnist_sweep.sweep import _engine as study_mod
 
     space_file = folder / f"{uuid.uuid4().hex[:6]}.yaml"
     space_file.write_text(SPACE.format(study="sweep", n_trials=n_trials))

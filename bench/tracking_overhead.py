@@ -102,8 +102,9 @@ def instrument() -> StepTimer:
     import mlflow.tensorflow
     from mlflow import MlflowClient
 
-    from mnist_sweep import models, plots
-    from mnist_sweep.tracking import RunHandle, Tracker
+    from mnist_sweep.display import _plots as plots
+    from mnist_sweep.model import _build as models
+    from mnist_sweep.tracking._runs import RunHandle, Tracker
 
     timer = StepTimer()
     timer.wrap(RunHandle, "log_model", "log_model: signature + requirements")

@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from mnist_sweep import runtime
-    from mnist_sweep.data import load_dataset
-    from mnist_sweep.presets import get_preset
-    from mnist_sweep.training import train
+    from mnist_sweep.model import _runtime as runtime
+    from mnist_sweep.model._data import load_dataset
+    from mnist_sweep.model._presets import get_preset
+    from mnist_sweep.model._training import train
 
     dataset = load_dataset("mnist", data_dir=args.data_dir)
     params = {**get_preset(PRESET).params, "epochs": args.epochs}

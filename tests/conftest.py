@@ -59,6 +59,6 @@ def _isolated_env(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.fixture(scope="session")
 def tiny_mnist(data_dir: Path):  # type: ignore[no-untyped-def]
     """300 real training images, 60 validation, 60 test, classes balanced."""
-    from mnist_sweep.data import load_dataset
+    from mnist_sweep.model._data import load_dataset
 
     return load_dataset("mnist", data_dir=data_dir, limit=300)

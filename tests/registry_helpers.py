@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from test_study import write_space
+from spaces import write_space
 
 WEAK_FIXED = "{epochs: 1, batch_size: 100, optimizer: sgd, learning_rate: 0.001, momentum: 0.0}"
 WEAK_SPACE = "  width: {type: categorical, choices: [16]}\n"
@@ -55,7 +55,7 @@ class Studies:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def best(self, study: str) -> Any:
-        from mnist_sweep.inspect_study import best_trial
+        from mnist_sweep.app._inspect import best_trial
 
         return best_trial(study, self.storage)
 
@@ -86,8 +86,8 @@ def _train(studies: Studies, data_dir: Path) -> None:
 
 
 def _sweep(path: Path, studies: Studies, data_dir: Path, *, study_name: str, limit: int) -> None:
-    from mnist_sweep.space import load_space
-    from mnist_sweep.study import SweepOptions, run_sweep
+    from mnist_sweep.config._space import load_space
+    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
 
     space = load_space(path).with_overrides(study_name=study_name, limit=limit)
     options = SweepOptions(

@@ -1,0 +1,771 @@
+"""The MLflow Model Registry and the promotion gate; every Model Registry call of the project.
+
+:func:`promote` takes a study's best COMPLETE trial (chosen by the sweep on validation data),
+evaluates its logged model on the dataset's full held-out test set, evaluates the model that
+holds the alias (``champion``) on the same images, and only when the candidate's test accuracy
+beats it by ``min_improvement`` registers a new model version from the trial's logged model and
+moves the alias to it. Registry aliases, not the deprecated stages.
+
+MLflow has no compare-and-set for aliases, so two promotions racing are kept from leaving the
+alias on the worse model in two steps. Right before moving the alias it is read again: if it
+moved since the comparison, the gate runs again against the new holder. After moving it, it is
+read back together with the versions other promotions registered meanwhile (each records its
+gate score in tags, on the same data); the alias goes to the best of them, and the loop ends
+when the alias holder is the model every promoter would choose.
+
+:func:`resolve_model` and :func:`load_model` turn ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+``models:/m-<id>`` (a logged model) and ``runs:/<run id>/model`` into a Keras model, resolving
+through an explicit tracking URI rather than MLflow's process-wide one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mnist_sweep import __version__
+from mnist_sweep.errors import ConfigError, MnistSweepError, TrackingError
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mnist_sweep.app._inspect import BestTrial
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "mnist-classifier"
+DEFAULT_ALIAS = "champion"
+DEFAULT_MIN_IMPROVEMENT = 0.001
+GATE_METRIC = "test accuracy"
+MAX_ALIAS_ROUNDS = 10
+TAG = "mnist_sweep."
+GATE_PASSED = "passed"
+_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
+# Keras warns when a saved optimizer's state does not match a fresh one; the loaded models
+# only predict, so the optimizer state is irrelevant here.
+_OPTIMIZER_WARNING = "Skipping variable loading for optimizer"
+
+
+class ModelMissing(MnistSweepError):
+    """The model to evaluate, promote or predict with cannot be found or loaded."""
+
+    exit_code = 1
+
+
+class DatasetMismatch(MnistSweepError):
+    """The candidate and the alias holder were trained on different data sets."""
+
+    exit_code = 2
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's accuracy on the held-out test set (the gate metric)."""
+
+    correct: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+def passes_gate(candidate: Score, champion: Score | None, min_improvement: float) -> bool:
+    """Whether ``candidate`` beats ``champion`` on test accuracy by at least ``min_improvement``."""
+    if champion is None:
+        return True
+    gain = candidate.accuracy - champion.accuracy
+    return gain > 0 and gain >= min_improvement - 1e-12  # accuracies are k/n: compare without float noise
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What ``promote`` decided, with both scores; ``message`` is what the CLI prints.
+
+    ``decision``: ``promoted`` (alias moved, or would move under ``dry_run``), ``rejected`` (the
+    candidate lost the gate), ``already`` (it holds the alias already), ``superseded`` (it passed,
+    but a better model took the alias while this promotion ran).
+    """
+
+    model_name: str
+    alias: str
+    study: str
+    trial: int
+    dataset: str
+    data_sha256: str
+    candidate_uri: str
+    candidate: Score | None
+    champion_version: str | None
+    champion: Score | None
+    min_improvement: float
+    decision: str
+    dry_run: bool = False
+    version: str | None = None
+
+    @property
+    def promoted(self) -> bool:
+        """True when the alias was moved to the candidate."""
+        return self.decision == "promoted" and not self.dry_run
+
+    def message(self) -> str:
+        who = f"study {self.study!r} trial {self.trial}"
+        target = f"{self.model_name}@{self.alias}"
+        if self.decision == "already":
+            return f"not promoted: {who} already is {target} (version {self.champion_version}). Nothing changed."
+        cand = self.candidate.accuracy if self.candidate else float("nan")
+        images = f"{self.candidate.total if self.candidate else 0} held-out {self.dataset} test images"
+        if self.champion is None:
+            before = f"no version holds {self.alias} yet" if self.dry_run else f"no version held {self.alias} before"
+            versus = f"{GATE_METRIC} {cand:.4f} on {images}; {before}"
+        else:
+            gain = cand - self.champion.accuracy
+            versus = (
+                f"{GATE_METRIC} {cand:.4f} vs {self.champion.accuracy:.4f} for version {self.champion_version} "
+                f"on the same {images} ({gain:+.4f}; the gate needs at least +{self.min_improvement:.4f})"
+            )
+        if self.decision == "superseded":
+            held = self.champion.accuracy if self.champion else float("nan")
+            return (
+                f"not promoted: while this promotion ran, version {self.champion_version} took {target} with "
+                f"{GATE_METRIC} {held:.4f} (candidate: {cand:.4f}); "
+                f"{who} stays registered as version {self.version} without the alias."
+            )
+        if self.dry_run:
+            verdict = "would promote" if self.decision == "promoted" else "would not promote"
+            return f"dry run: {verdict} {who} to {target}: {versus}. Nothing changed."
+        if self.decision == "promoted":
+            return f"promoted: {who} is now {target} (version {self.version}): {versus}."
+        return f"not promoted: {who} loses to {target}: {versus}. Nothing changed."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "promoted": self.promoted,
+            "dry_run": self.dry_run,
+            "model_name": self.model_name,
+            "alias": self.alias,
+            "version": self.version,
+            "study": self.study,
+            "trial": self.trial,
+            "dataset": self.dataset,
+            "data_sha256": self.data_sha256,
+            "candidate_uri": self.candidate_uri,
+            "metric": "test_accuracy",
+            "candidate_score": self.candidate.accuracy if self.candidate else None,
+            "champion_version": self.champion_version,
+            "champion_score": self.champion.accuracy if self.champion else None,
+            "test_images": self.candidate.total if self.candidate else None,
+            "min_improvement": self.min_improvement,
+            "reason": self.message(),
+        }
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model URI's files are, and what the registry and its run say about it."""
+
+    uri: str
+    artifact_uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    dataset: str | None = None
+
+    def describe(self) -> str:
+        facts = [f"version {self.version}"] if self.version else []
+        facts += [self.dataset] if self.dataset else []
+        return f"{self.uri} ({', '.join(facts)})" if facts else self.uri
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version holding an alias, with what its promotion recorded in tags."""
+
+    model_name: str
+    alias: str
+    version: str
+    source: str
+    run_id: str | None
+    dataset: str | None
+    params: Mapping[str, Any]
+    test_accuracy: float | None
+    tags: Mapping[str, str]
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+class _Registry:
+    """The registry calls ``promote`` and ``resolve_model`` need, with MLflow errors made one-line."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except MnistSweepError:
+            raise
+        except Exception as exc:
+            raise TrackingError(f"model registry {self.uri}: {what}: {_first_line(exc)}") from None
+
+    def holder(self, name: str, alias: str) -> ModelVersion | None:
+        """The version ``alias`` points at; None when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        with self._errors(f"reading {name}@{alias}"):
+            try:
+                model = self.client.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+            version = dict(model.aliases or {}).get(alias)
+            return self.client.get_model_version(name, str(version)) if version is not None else None
+
+    def version(self, name: str, version: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        with self._errors(f"reading {name} version {version}"):
+            try:
+                return self.client.get_model_version(name, version)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    raise ModelMissing(f"models:/{name}/{version}: no such model version in {self.uri}") from None
+                raise
+
+    def download_uri(self, name: str, version: str) -> str:
+        with self._errors(f"locating {name} version {version}"):
+            return str(self.client.get_model_version_download_uri(name, version))
+
+    def all_versions(self, name: str) -> list[ModelVersion]:
+        with self._errors(f"listing versions of {name}"):
+            return list(self.client.search_model_versions(f"name = '{name}'"))
+
+    def latest_number(self, name: str) -> int:
+        return max((int(v.version) for v in self.all_versions(name)), default=0)
+
+    def register(
+        self, name: str, *, source: str, run_id: str | None, tags: Mapping[str, str], description: str
+    ) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        from mnist_sweep.tracking._runs import process_tracking_uri
+
+        with self._errors(f"registering {source} as {name}"):
+            try:
+                self.client.create_registered_model(
+                    name,
+                    description="Digit classifiers from mnist-sweep studies, promoted behind a held-out test gate.",
+                )
+            except MlflowException as exc:
+                if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                    raise
+            model_id = source.removeprefix("models:/")
+            with process_tracking_uri(self.uri):  # MLflow resolves the logged model through it
+                return self.client.create_model_version(
+                    name,
+                    source,
+                    run_id=run_id,
+                    tags=dict(tags),
+                    description=description,
+                    model_id=model_id if _MODEL_ID.match(model_id) else None,
+                )
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        with self._errors(f"moving {name}@{alias} to version {version}"):
+            self.client.set_registered_model_alias(name, alias, version)
+
+    def set_tag(self, name: str, version: str, key: str, value: str) -> None:
+        with self._errors(f"tagging {name} version {version}"):
+            self.client.set_model_version_tag(name, version, key, value)
+
+
+def current_champion(
+    model_name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS, *, tracking_uri: str | None = None
+) -> Champion | None:
+    """The version holding ``model_name@alias``, or None when no version holds it."""
+    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    holder = _Registry(uri).holder(model_name, alias)
+    if holder is None:
+        return None
+    tags = dict(holder.tags or {})
+    try:
+        params = json.loads(tags.get(TAG + "params", "{}"))
+    except ValueError:
+        params = {}
+    try:
+        accuracy: float | None = float(tags[TAG + "test_accuracy"])
+    except (KeyError, ValueError):
+        accuracy = None
+    return Champion(
+        model_name=model_name,
+        alias=alias,
+        version=str(holder.version),
+        source=str(holder.source),
+        run_id=holder.run_id,
+        dataset=_version_dataset(holder, uri),
+        params=params if isinstance(params, dict) else {},
+        test_accuracy=accuracy,
+        tags=tags,
+    )
+
+
+# --------------------------------------------------------------------------- loading models
+
+
+def resolve_model(model_uri: str, *, tracking_uri: str | None = None) -> ResolvedModel:
+    """Where the files of ``model_uri`` are, with its registry version, run and dataset when known.
+
+    Accepts ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-<id>`` (a logged
+    model, as ``mnist-sweep best`` prints), ``runs:/<run id>/...`` (a trial run: its logged
+    model) and anything MLflow can download (a local folder, ``s3://...``).
+    """
+    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri, logged_model
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    expected = "expected models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<model id> or runs:/<run id>/model"
+    if model_uri.startswith("runs:/"):
+        run_id = model_uri.removeprefix("runs:/").strip("/").split("/", 1)[0]
+        if not run_id:
+            raise ModelMissing(f"{model_uri}: no run id; {expected}")
+        logged = _run_tags(run_id, uri, model_uri).get(TAG + "model_uri")
+        if not logged:
+            raise ModelMissing(f"{model_uri}: run {run_id} logged no model (no {TAG}model_uri tag)")
+        return _replace_uri(resolve_model(logged, tracking_uri=uri), model_uri)
+    if not model_uri.startswith("models:/"):
+        return ResolvedModel(uri=model_uri, artifact_uri=model_uri)
+    rest = model_uri.removeprefix("models:/").strip("/")
+    if _MODEL_ID.match(rest):
+        try:
+            location, source_run = logged_model(rest, tracking_uri=uri)
+        except TrackingError as exc:
+            raise ModelMissing(f"{model_uri}: {exc}") from None
+        dataset = _run_dataset(source_run, uri) if source_run else None
+        return ResolvedModel(uri=model_uri, artifact_uri=location, run_id=source_run, dataset=dataset)
+    registry = _Registry(uri)
+    if "@" in rest.rsplit("/", 1)[-1]:
+        name, alias = rest.rsplit("@", 1)
+        found = registry.holder(name, alias)
+        if found is None:
+            raise ModelMissing(f"{model_uri}: no version of registered model {name!r} holds alias {alias!r} in {uri}")
+    elif "/" in rest:
+        name, version = rest.rsplit("/", 1)
+        if not version.isdigit():
+            raise ModelMissing(f"{model_uri}: version {version!r} is not a number; {expected}")
+        found = registry.version(name, version)
+    else:
+        raise ModelMissing(f"{model_uri}: {expected}")
+    return ResolvedModel(
+        uri=model_uri,
+        artifact_uri=registry.download_uri(name, str(found.version)),
+        name=name,
+        version=str(found.version),
+        run_id=found.run_id,
+        dataset=_version_dataset(found, uri),
+    )
+
+
+def load_model(model_uri: str, *, tracking_uri: str | None = None) -> keras.Model:
+    """The Keras model behind ``model_uri`` (see :func:`resolve_model`); ModelMissing if it cannot load."""
+    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    return load_resolved(resolve_model(model_uri, tracking_uri=uri), tracking_uri=uri)
+
+
+def load_resolved(resolved: ResolvedModel, *, tracking_uri: str) -> keras.Model:
+    """Download ``resolved``'s files into a scratch folder and load them with the tensorflow flavor."""
+    import mlflow.artifacts
+    import mlflow.tensorflow
+
+    with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=resolved.artifact_uri, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_OPTIMIZER_WARNING, category=UserWarning)
+                return mlflow.tensorflow.load_model(local)
+        except Exception as exc:
+            raise ModelMissing(f"cannot load model {resolved.uri}: {_first_line(exc)}") from None
+
+
+def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> Score:
+    """``model``'s accuracy on ``images`` / ``labels``."""
+    import numpy as np
+
+    from mnist_sweep.model._build import probabilities
+
+    predicted = np.argmax(probabilities(model, images), axis=1)
+    return Score(correct=int((predicted == labels).sum()), total=len(labels))
+
+
+# --------------------------------------------------------------------------- promote
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    best: BestTrial
+    model_uri: str
+    run_id: str | None
+    dataset: str
+    run_tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _TestSet:
+    dataset: str
+    images: np.ndarray
+    labels: np.ndarray
+    sha256: str
+
+
+class _Scores:
+    """Test-set scores of registry versions, each model evaluated at most once."""
+
+    def __init__(self, registry: _Registry, test: _TestSet) -> None:
+        self.registry = registry
+        self.test = test
+        self._cache: dict[str, Score] = {}
+
+    def of_version(self, version: ModelVersion) -> Score:
+        key = str(version.version)
+        if key not in self._cache:
+            name = version.name
+            resolved = ResolvedModel(
+                uri=f"models:/{name}/{key}", artifact_uri=self.registry.download_uri(name, key), version=key
+            )
+            model = load_resolved(resolved, tracking_uri=self.registry.uri)
+            self._cache[key] = evaluate(model, self.test.images, self.test.labels)
+        return self._cache[key]
+
+
+def promote(
+    study_name: str,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    data_dir: str | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    alias: str = DEFAULT_ALIAS,
+    min_improvement: float = DEFAULT_MIN_IMPROVEMENT,
+    dry_run: bool = False,
+) -> Promotion:
+    """Promote the best COMPLETE trial of ``study_name`` to ``model_name@alias`` if it passes the gate.
+
+    The gate: test accuracy on the dataset's full held-out test set, at least
+    ``min_improvement`` above that of the model holding the alias (any model passes when no
+    version holds it). A candidate that loses changes nothing; ``dry_run`` never changes
+    anything. Raises NoCompleteTrial, ModelMissing, DatasetMismatch, StorageError (unknown
+    study) and TrackingError.
+    """
+    from mnist_sweep.app._inspect import best_of, resolve_storage
+    from mnist_sweep.sweep._engine import load_study
+    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+
+    _check_request(model_name, alias, min_improvement)
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    storage_url = resolve_storage(storage, uri)
+    study = load_study(study_name, storage_url)
+    candidate = _candidate(best_of(study), uri, study.user_attrs.get("mlflow_tracking_uri"))
+    registry = _Registry(uri)
+    start_number = registry.latest_number(model_name)
+    holder = registry.holder(model_name, alias)
+    if holder is not None:
+        _check_dataset(holder, candidate, model_name, alias, uri)
+
+    def outcome(decision: str, **fields: Any) -> Promotion:
+        base: dict[str, Any] = {
+            "model_name": model_name,
+            "alias": alias,
+            "study": study_name,
+            "trial": candidate.best.number,
+            "dataset": candidate.dataset,
+            "data_sha256": "",
+            "candidate_uri": candidate.model_uri,
+            "candidate": None,
+            "champion_version": str(holder.version) if holder is not None else None,
+            "champion": None,
+            "min_improvement": min_improvement,
+            "dry_run": dry_run,
+        }
+        return Promotion(decision=decision, **{**base, **fields})
+
+    if holder is not None and holder.source == candidate.model_uri:
+        return outcome("already")
+    test = _test_set(candidate, data_dir)
+    scores = _Scores(registry, test)
+    ours = evaluate(load_model(candidate.model_uri, tracking_uri=uri), test.images, test.labels)
+    champion = scores.of_version(holder) if holder is not None else None
+    common = {"candidate": ours, "champion": champion, "data_sha256": test.sha256}
+    if not passes_gate(ours, champion, min_improvement):
+        return outcome("rejected", **common)
+    if dry_run:
+        return outcome("promoted", **common)
+    version = registry.register(
+        model_name,
+        source=candidate.model_uri,
+        run_id=candidate.run_id,
+        tags=_version_tags(candidate, test, ours, holder, champion, min_improvement, storage_url),
+        description=_description(candidate, test, ours, holder, champion),
+    )
+    log.info("registered %s version %s from %s", model_name, version.version, candidate.model_uri)
+    final, final_score = _settle_alias(
+        registry, scores, model_name, alias, version, ours, start_number, candidate, min_improvement
+    )
+    if str(final.version) == str(version.version):
+        return outcome("promoted", **common, version=str(version.version))
+    registry.set_tag(model_name, str(version.version), TAG + "superseded_by", str(final.version))
+    return outcome(
+        "superseded",
+        **{**common, "champion": final_score},
+        champion_version=str(final.version),
+        version=str(version.version),
+    )
+
+
+def _settle_alias(
+    registry: _Registry,
+    scores: _Scores,
+    name: str,
+    alias: str,
+    ours: ModelVersion,
+    our_score: Score,
+    start_number: int,
+    candidate: _Candidate,
+    min_improvement: float,
+) -> tuple[ModelVersion, Score]:
+    """Move ``alias`` to the best model; return the version that holds it in the end.
+
+    Contenders: our version, the versions other promotions registered since this one started
+    (each passed its own gate; ranked by their recorded score, earlier version first on a tie),
+    and the holder. A holder that is not one of those (the champion, perhaps one that moved in
+    since our comparison) must be beaten by the gate margin.
+    """
+    sha = scores.test.sha256
+    for _ in range(MAX_ALIAS_ROUNDS):
+        holder = registry.holder(name, alias)
+        contenders: dict[str, tuple[ModelVersion, Score]] = {str(ours.version): (ours, our_score)}
+        for v in registry.all_versions(name):
+            score = _recorded_score(v, candidate.dataset, sha)
+            if int(v.version) > start_number and score is not None:
+                contenders.setdefault(str(v.version), (v, score))
+        target, target_score = max(contenders.values(), key=lambda c: (c[1].correct, -int(c[0].version)))
+        if holder is not None and str(holder.version) not in contenders:
+            if holder.source != ours.source:
+                _check_dataset(holder, candidate, name, alias, registry.uri)
+            holder_score = scores.of_version(holder)
+            if not passes_gate(target_score, holder_score, min_improvement):
+                target, target_score = holder, holder_score
+        if holder is not None and str(holder.version) == str(target.version):
+            return target, target_score
+        log.info("moving %s@%s to version %s", name, alias, target.version)
+        registry.set_alias(name, alias, str(target.version))
+    raise TrackingError(
+        f"{name}@{alias} kept moving while promoting (more than {MAX_ALIAS_ROUNDS} rounds); run promote again"
+    )
+
+
+def _recorded_score(version: ModelVersion, dataset: str, sha256: str) -> Score | None:
+    """The gate score a promotion recorded on ``version``, if it was measured on the same data."""
+    tags = version.tags or {}
+    if tags.get(TAG + "gate") != GATE_PASSED or tags.get(TAG + "dataset") != dataset:
+        return None
+    if tags.get(TAG + "data_sha256") != sha256:
+        return None
+    try:
+        return Score(correct=int(tags[TAG + "test_correct"]), total=int(tags[TAG + "test_images"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _check_request(model_name: str, alias: str, min_improvement: float) -> None:
+    # Checked before anything is registered: MLflow would refuse a bad alias only after the new version exists.
+    if not model_name.strip() or any(c in model_name for c in "/:'"):
+        raise ConfigError(f"--model-name {model_name!r}: must be non-empty, without '/', ':' or quotes")
+    if not re.fullmatch(r"[\w-]{1,255}", alias):
+        raise ConfigError(f"--alias {alias!r}: use letters, digits, '_' and '-' only")
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise ConfigError(f"--alias {alias!r}: MLflow reserves 'latest' and 'v<number>'; choose another name")
+    if not 0 <= min_improvement < 1:
+        raise ConfigError(f"--min-improvement {min_improvement:g}: must be at least 0 and below 1")
+
+
+def _candidate(best: BestTrial, tracking_uri: str, study_tracking_uri: str | None) -> _Candidate:
+    who = f"study {best.study!r} trial {best.number}"
+    if not best.model_uri:
+        raise ModelMissing(f"{who} logged no model (was it run with --no-tracking?)")
+    tags: dict[str, str] = {}
+    if best.model_run_id:
+        try:
+            tags = _run_tags_strict(best.model_run_id, tracking_uri)
+        except TrackingError:
+            hint = f" (the study logged to {study_tracking_uri})" if study_tracking_uri else ""
+            raise ModelMissing(
+                f"{who}: its MLflow run {best.model_run_id} is not in {tracking_uri}; "
+                f"pass the --tracking-uri the study logged to{hint}"
+            ) from None
+    dataset = best.dataset or tags.get(TAG + "dataset")
+    if not dataset:
+        raise ModelMissing(f"{who}: neither the study nor its run records the dataset")
+    run_dataset = tags.get(TAG + "dataset")
+    if run_dataset and run_dataset != dataset:
+        raise DatasetMismatch(f"{who}: the study says {dataset}, its MLflow run says {run_dataset}")
+    return _Candidate(best=best, model_uri=best.model_uri, run_id=best.model_run_id, dataset=dataset, run_tags=tags)
+
+
+def _check_dataset(holder: ModelVersion, candidate: _Candidate, name: str, alias: str, tracking_uri: str) -> None:
+    held = _version_dataset(holder, tracking_uri)
+    target = f"{name}@{alias} (version {holder.version})"
+    if held is None:
+        raise DatasetMismatch(
+            f"refused: {target} records no dataset (version tag {TAG}dataset), so it cannot be compared with "
+            f"a {candidate.dataset} model; tag it, or promote under another --model-name"
+        )
+    if held != candidate.dataset:
+        raise DatasetMismatch(
+            f"refused: study {candidate.best.study!r} trial {candidate.best.number} is a {candidate.dataset} model, "
+            f"but {target} is a {held} model; promote it under another --model-name"
+        )
+
+
+def _test_set(candidate: _Candidate, data_dir: str | None) -> _TestSet:
+    import numpy as np
+
+    from mnist_sweep.model._data import load_raw
+
+    raw = load_raw(candidate.dataset, data_dir)
+    trained_on = candidate.run_tags.get(TAG + "data_sha256")
+    if trained_on and trained_on != raw.sha256:
+        log.warning(
+            "study %r trial %d was trained on %s data with SHA-256 %s; evaluating on %s (SHA-256 %s)",
+            candidate.best.study,
+            candidate.best.number,
+            candidate.dataset,
+            trained_on,
+            raw.source,
+            raw.sha256,
+        )
+    return _TestSet(
+        dataset=candidate.dataset,
+        images=raw.test_images.astype(np.float32) / np.float32(255.0),
+        labels=raw.test_labels.astype(np.int64),
+        sha256=raw.sha256,
+    )
+
+
+def _version_tags(
+    candidate: _Candidate,
+    test: _TestSet,
+    score: Score,
+    holder: ModelVersion | None,
+    champion: Score | None,
+    min_improvement: float,
+    storage: str,
+) -> dict[str, str]:
+    from mnist_sweep.sweep._engine import redact_url
+    from mnist_sweep.tracking._runs import git_commit
+
+    best = candidate.best
+    run = candidate.run_tags
+    tags = {
+        "study": best.study,
+        "trial_number": str(best.number),
+        "storage": redact_url(storage),
+        "params": json.dumps(dict(best.params), sort_keys=True, default=str),
+        "objective": f"{best.direction} {best.metric}",
+        "objective_value": repr(best.value),
+        **{name: repr(value) for name, value in best.validation.items()},
+        "test_accuracy": repr(score.accuracy),
+        "test_correct": str(score.correct),
+        "test_images": str(score.total),
+        "dataset": candidate.dataset,
+        "data_sha256": test.sha256,
+        "version": run.get(TAG + "version") or __version__,
+        "git_commit": run.get(TAG + "git_commit") or git_commit() or "unknown",
+        "gate": GATE_PASSED,
+        "gate_rule": f"{GATE_METRIC} >= alias holder's + {min_improvement:g}",
+        "previous_version": str(holder.version) if holder is not None else "none",
+    }
+    if champion is not None:
+        tags["previous_test_accuracy"] = repr(champion.accuracy)
+    return {TAG + key: value for key, value in tags.items()}
+
+
+def _description(
+    candidate: _Candidate, test: _TestSet, score: Score, holder: ModelVersion | None, champion: Score | None
+) -> str:
+    best = candidate.best
+    val = best.validation.get("val_accuracy")
+    previous = (
+        f"version {holder.version} had {champion.accuracy:.4f}"
+        if holder is not None and champion is not None
+        else "no previous champion"
+    )
+    validation = f"validation accuracy {val:.4f}, " if val is not None else ""
+    return (
+        f"Study {best.study!r} trial {best.number} ({candidate.dataset}, {best.epochs} epochs): {validation}"
+        f"test accuracy {score.accuracy:.4f} on {score.total} held-out test images ({previous}). "
+        f"Params: {json.dumps(dict(best.params), sort_keys=True, default=str)}. "
+        f"Data SHA-256 {test.sha256}."
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _version_dataset(version: ModelVersion, tracking_uri: str) -> str | None:
+    dataset = (version.tags or {}).get(TAG + "dataset")
+    if dataset:
+        return str(dataset)
+    return _run_dataset(version.run_id, tracking_uri) if version.run_id else None
+
+
+def _run_dataset(run_id: str, tracking_uri: str) -> str | None:
+    try:
+        return _run_tags_strict(run_id, tracking_uri).get(TAG + "dataset")
+    except TrackingError:
+        return None
+
+
+def _run_tags(run_id: str, tracking_uri: str, model_uri: str) -> dict[str, str]:
+    try:
+        return _run_tags_strict(run_id, tracking_uri)
+    except TrackingError as exc:
+        raise ModelMissing(f"{model_uri}: {exc}") from None
+
+
+def _run_tags_strict(run_id: str, tracking_uri: str) -> dict[str, str]:
+    from mnist_sweep.tracking._runs import run_tags
+
+    return run_tags(run_id, tracking_uri=tracking_uri)
+
+
+def _replace_uri(resolved: ResolvedModel, uri: str) -> ResolvedModel:
+    from dataclasses import replace
+
+    return replace(resolved, uri=uri)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

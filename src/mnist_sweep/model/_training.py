@@ -1,0 +1,168 @@
+"""Fit and evaluate one model. Knows nothing of Optuna or MLflow.
+
+Extra Keras callbacks plug in (the sweep's pruning callback does); a NaN or infinite loss
+stops training and comes back as a failed :class:`TrainResult`, as does running out of memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from mnist_sweep.model import _runtime as runtime
+from mnist_sweep.model._build import build_model
+from mnist_sweep.model._data import Dataset
+from mnist_sweep.model._params import resolve_params
+
+log = logging.getLogger(__name__)
+
+EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced.
+
+    ``history`` holds one dict per finished epoch with :data:`EPOCH_KEYS`.
+    ``status`` is ``"ok"`` or ``"failed"`` (then ``failure`` says why, and test metrics are None).
+    """
+
+    params: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    status: str = "ok"
+    failure: str | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    param_count: int = 0
+    wall_seconds: float = 0.0
+    model: keras.Model | None = None
+    test_probabilities: np.ndarray | None = None  # (n_test, 10) softmax probabilities
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def epochs_trained(self) -> int:
+        return len(self.history)
+
+    def final(self, key: str) -> float | None:
+        return self.history[-1][key] if self.history else None
+
+    def best(self, key: str, *, maximize: bool = True) -> float | None:
+        values = [h[key] for h in self.history if key in h]
+        if not values:
+            return None
+        return max(values) if maximize else min(values)
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Records each epoch's metrics and seconds; stops training on a non-finite loss."""
+
+    def __init__(self, on_epoch: EpochHook | None) -> None:
+        super().__init__()
+        self.history: list[dict[str, float]] = []
+        self.failure: str | None = None
+        self._on_epoch = on_epoch
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failure = f"loss became {float(loss)} at batch {batch}: training diverged"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        logs = dict(logs or {})
+        record = {key: float(logs[key]) for key in EPOCH_KEYS if key in logs}
+        record["seconds"] = time.perf_counter() - self._start
+        if self.failure is None and not all(math.isfinite(v) for v in record.values()):
+            self.failure = f"non-finite metrics at epoch {epoch + 1}: training diverged"
+            self.model.stop_training = True
+        if self.failure is None:
+            self.history.append(record)
+            if self._on_epoch is not None:
+                self._on_epoch(epoch, record)
+
+
+def targets(labels: np.ndarray, *, one_hot: bool) -> np.ndarray:
+    if not one_hot:
+        return labels
+    return np.eye(10, dtype=np.float32)[labels]
+
+
+def train(
+    params: Mapping[str, Any],
+    dataset: Dataset,
+    *,
+    seed: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_epoch: EpochHook | None = None,
+    evaluate_test: bool = True,
+    keep_model: bool = True,
+) -> TrainResult:
+    """Build the model of ``params``, fit it with validation every epoch, evaluate on test.
+
+    ``epochs`` and ``batch_size`` come from ``params``. Memory stays flat over many calls in
+    one process (the Keras session is cleared before each build).
+    """
+    runtime.configure()
+    resolved = resolve_params(params)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+    model = build_model(params)
+    result = TrainResult(params=dict(params), param_count=int(model.count_params()))
+    one_hot = resolved["loss"] != "sparse_categorical_crossentropy"
+    recorder = _EpochRecorder(on_epoch)
+    try:
+        model.fit(
+            dataset.x_train,
+            targets(dataset.y_train, one_hot=one_hot),
+            batch_size=resolved["batch_size"],
+            epochs=resolved["epochs"],
+            validation_data=(dataset.x_val, targets(dataset.y_val, one_hot=one_hot)),
+            callbacks=[recorder, *callbacks],
+            verbose=0,
+        )
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        result.status, result.failure = "failed", f"out of memory: {str(exc).splitlines()[0][:300]}"
+    result.history = recorder.history
+    if result.ok and recorder.failure:
+        result.status, result.failure = "failed", recorder.failure
+    if result.ok and evaluate_test:
+        # One forward pass gives the test loss, the accuracy and the class probabilities the
+        # sweep draws its confusion matrix from (evaluate() and a second predict() cost two).
+        outputs = model.predict(dataset.x_test, batch_size=max(resolved["batch_size"], 256), verbose=0)
+        loss = model.loss(targets(dataset.y_test, one_hot=one_hot), outputs)
+        result.test_loss = float(keras.ops.convert_to_numpy(loss))
+        probs = outputs if resolved["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
+        result.test_probabilities = np.asarray(probs, dtype=np.float32)
+        result.test_accuracy = float(np.mean(np.argmax(outputs, axis=1) == dataset.y_test))
+    result.wall_seconds = time.perf_counter() - started
+    result.model = model if keep_model and result.ok else None
+    return result
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import tensorflow as tf
+
+        if isinstance(exc, tf.errors.ResourceExhaustedError):
+            return True
+    except ImportError:  # pragma: no cover - TensorFlow is a dependency
+        pass
+    return isinstance(exc, MemoryError)
