@@ -49,7 +49,7 @@ def machine_line() -> str:
     import optuna
     import tensorflow as tf
 
-    from mnist_sweep.model import _runtime as runtime
+    from mnist_sweep.model import runtime
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (

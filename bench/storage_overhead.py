@@ -63,7 +63,7 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 def plain_optuna(url: str, n_trials: int) -> float:
     import optuna
 
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores._storage import open_storage
 
     study = optuna.create_study(study_name="plain", storage=open_storage(url), sampler=optuna.samplers.RandomSampler(0))
 

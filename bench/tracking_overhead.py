@@ -102,7 +102,7 @@ def instrument() -> StepTimer:
     import mlflow.tensorflow
     from mlflow import MlflowClient
 
-    from mnist_sweep.display import _plots as plots
+    from mnist_sweep.display import plots
     from mnist_sweep.model import _build as models
     from mnist_sweep.tracking._runs import RunHandle, Tracker
 

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from mnist_sweep.model import _runtime as runtime
+    from mnist_sweep.model import runtime
     from mnist_sweep.model._data import load_dataset
     from mnist_sweep.model._presets import get_preset
     from mnist_sweep.model._training import train

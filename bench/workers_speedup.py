@@ -60,7 +60,7 @@ def run_once(folder: Path, space: Path, *, workers: int, threads: int) -> dict[s
         raise SystemExit(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
     import optuna
 
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores._storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="speedup", storage=open_storage(f"journal://{journal}"))

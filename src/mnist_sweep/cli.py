@@ -129,12 +129,12 @@ def train(
     quiet: bool,
 ) -> None:
     """Train one model (a tutorial preset and/or --param settings) and plot it."""
-    from mnist_sweep.app import _train as runner
+    from mnist_sweep import app
 
     if list_presets:
-        click.echo(runner.presets_table())
+        click.echo(app.presets_table())
         return
-    job = runner.TrainJob.from_cli(
+    job = app.TrainJob.from_cli(
         preset=preset_name,
         assignments=param_items,
         dataset=dataset,
@@ -143,8 +143,8 @@ def train(
         limit=limit,
         seed=seed,
     )
-    result, written = runner.run_train(job, data_dir=data_dir, out=out, quiet=quiet)
-    click.echo(runner.train_summary(job, result, written))
+    result, written = app.run_train(job, data_dir=data_dir, out=out, quiet=quiet)
+    click.echo(app.train_summary(job, result, written))
 
 
 # --------------------------------------------------------------------------- validate / run
@@ -154,7 +154,7 @@ def train(
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 def validate(files: tuple[str, ...]) -> None:
     """Check search-space files without training anything."""
-    from mnist_sweep.config._space import load_space
+    from mnist_sweep.config import load_space
 
     errors = []
     for path in files:
@@ -207,9 +207,9 @@ def run(
     top: int,
 ) -> None:
     """Run (or resume) the Optuna study a search-space FILE declares."""
-    from mnist_sweep.app import _train as runner
-    from mnist_sweep.config._space import load_space
-    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
+    from mnist_sweep import app
+    from mnist_sweep.config import load_space
+    from mnist_sweep.sweep import SweepOptions, run_sweep
 
     space = load_space(file).with_overrides(
         n_trials=n_trials, timeout=timeout, study_name=study_name, epochs=epochs, seed=seed, limit=limit
@@ -223,12 +223,12 @@ def run(
         quiet=quiet,
     )
     if workers != 1:
-        from mnist_sweep.sweep import _workers as workers_mod
+        from mnist_sweep.sweep import run_parallel
 
-        result = workers_mod.run_parallel(space, options, workers=workers)
+        result = run_parallel(space, options, workers=workers)
     else:
         result = run_sweep(space, options)
-    click.echo(runner.sweep_table(result, top=top))
+    click.echo(app.sweep_table(result, top=top))
 
 
 # --------------------------------------------------------------------------- ui
@@ -240,7 +240,7 @@ def run(
 @click.option("--port", type=int, default=5000, show_default=True)
 def ui(tracking_uri: str | None, host: str, port: int) -> None:
     """Start the MLflow UI on the same store the sweeps log to."""
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     if uri.startswith(("http://", "https://")):
@@ -280,7 +280,7 @@ def nightly(
     Exit codes: 0 done (promoted or not), 1 failed (re-run the same date to resume),
     2 bad file or flag, 3 already running (another instance holds the lock).
     """
-    from mnist_sweep.app._nightly import NightlyOptions, describe_config, format_result, load_nightly, run_nightly
+    from mnist_sweep.app import NightlyOptions, describe_config, format_result, load_nightly, run_nightly
 
     config = load_nightly(file)
     if check:
@@ -330,7 +330,7 @@ def report(
     no_mlflow: bool,
 ) -> None:
     """Write an HTML report of STUDY: plots, all trials, the best model's mistakes, the answer in words."""
-    from mnist_sweep.app._report import build_report
+    from mnist_sweep.app import build_report
 
     result = build_report(
         study_name,
@@ -361,7 +361,7 @@ def report(
 @tracking_option
 def compare(study_names: tuple[str, ...], out: Path | None, storage: str | None, tracking_uri: str | None) -> None:
     """Put the best results of several studies side by side (a table and a bar chart)."""
-    from mnist_sweep.app._report import compare_studies
+    from mnist_sweep.app import compare_studies
 
     result = compare_studies(study_names, storage=storage, tracking_uri=tracking_uri, out=out)
     click.echo(result.table)
@@ -376,8 +376,8 @@ def compare(study_names: tuple[str, ...], out: Path | None, storage: str | None,
 @click.option("--port", type=int, default=8080, show_default=True)
 def dashboard(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
     """Start optuna-dashboard on the study storage (opening on STUDY's page when given)."""
-    from mnist_sweep.app._dashboard import prepare_dashboard
-    from mnist_sweep.sweep._engine import default_storage
+    from mnist_sweep.app import prepare_dashboard
+    from mnist_sweep.stores import default_storage
 
     launch = prepare_dashboard(storage or default_storage(tracking_uri), study=study_name, host=host, port=port)
     click.echo(f"optuna-dashboard on {launch.url} (storage {launch.storage_shown}); Ctrl-C to stop", err=True)
@@ -398,7 +398,7 @@ def studies(storage: str | None, tracking_uri: str | None, as_json: bool) -> Non
     """List the studies in a storage: trial counts, best value, start time."""
     import json
 
-    from mnist_sweep.app._inspect import format_studies, list_studies, resolve_storage
+    from mnist_sweep.app import format_studies, list_studies, resolve_storage
 
     url = resolve_storage(storage, tracking_uri)
     found = list_studies(url)
@@ -414,7 +414,7 @@ def status(study_name: str, storage: str | None, tracking_uri: str | None, as_js
     """Trial counts by state, the best trial so far, and the trials running now (and for how long)."""
     import json
 
-    from mnist_sweep.app._inspect import format_status, resolve_storage, study_status
+    from mnist_sweep.app import format_status, resolve_storage, study_status
 
     found = study_status(study_name, resolve_storage(storage, tracking_uri))
     click.echo(json.dumps(found.to_dict(), indent=2) if as_json else format_status(found))
@@ -429,7 +429,7 @@ def best(study_name: str, storage: str | None, tracking_uri: str | None, as_json
     """The best COMPLETE trial: params, validation and test metrics, MLflow run id and model URI."""
     import json
 
-    from mnist_sweep.app._inspect import best_trial, format_best, resolve_storage
+    from mnist_sweep.app import best_trial, format_best, resolve_storage
 
     found = best_trial(study_name, resolve_storage(storage, tracking_uri))
     click.echo(json.dumps(found.to_dict(), indent=2) if as_json else format_best(found))
@@ -471,7 +471,7 @@ def promote(
     """
     import json
 
-    from mnist_sweep.app._promote import promote as promote_study
+    from mnist_sweep.app import promote as promote_study
 
     result = promote_study(
         study_name,
@@ -508,7 +508,7 @@ def predict(
     """
     import json
 
-    from mnist_sweep.app._predict import predict_files
+    from mnist_sweep.app import predict_files
 
     report = predict_files(model_uri, files, top_k=top_k, tracking_uri=tracking_uri, invert=invert)
     for problem in report.errors:
@@ -563,10 +563,9 @@ def worker(
     (postgresql://..., or journal:///path.log on one machine) and --tracking-uri (an MLflow
     server, see `mnist-sweep server`). Exits 0 once the study has its trials.
     """
-    from mnist_sweep.app import _train as runner
-    from mnist_sweep.config._space import load_space
-    from mnist_sweep.sweep._engine import SweepOptions
-    from mnist_sweep.sweep._workers import run_worker
+    from mnist_sweep import app
+    from mnist_sweep.config import load_space
+    from mnist_sweep.sweep import SweepOptions, run_worker
 
     space = load_space(file).with_overrides(
         n_trials=n_trials, timeout=timeout, study_name=study_name, epochs=epochs, limit=limit
@@ -581,7 +580,7 @@ def worker(
         parent_run_id=parent_run_id,
     )
     result = run_worker(space, options)
-    click.echo(runner.sweep_table(result, top=top))
+    click.echo(app.sweep_table(result, top=top))
 
 
 @main.command()
@@ -616,7 +615,7 @@ def server(
     dry_run: bool,
 ) -> None:
     """Start an MLflow tracking server for many workers (PostgreSQL store, served artifacts)."""
-    from mnist_sweep.tracking import _server as server_mod
+    from mnist_sweep.tracking import server as server_mod
 
     config = server_mod.build_config(
         backend_store_uri=backend_store_uri,

@@ -61,3 +61,16 @@ class TrainingFailed(MnistSweepError):
     """A single training run (``mnist-sweep train``) diverged or ran out of memory."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException | str, *, limit: int = 500) -> str:
+    """The first non-empty line of an error (or its message), cut to ``limit`` characters.
+
+    Every one-line ``error:`` message and every stored failure reason goes through this, so a
+    multi-line library error never spills a traceback-like block onto the terminal or a tag.
+    """
+    text = error if isinstance(error, str) else str(error)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if lines:
+        return lines[0][:limit]
+    return "" if isinstance(error, str) else type(error).__name__

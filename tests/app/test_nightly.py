@@ -32,7 +32,7 @@ from mnist_sweep.config._space import parse_space
 from mnist_sweep.errors import AlreadyRunning, ConfigError
 from mnist_sweep.stores._locks import JobLock, LockLost, lock_holder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPACE = """\
@@ -689,7 +689,7 @@ def test_systemd_units_run_the_nightly_job_every_night(tmp_path: Path) -> None:
 
 
 def test_best_over_time_chart_leaves_gaps_and_checks_lengths(tmp_path: Path) -> None:
-    from mnist_sweep.display import _plots as plots
+    from mnist_sweep.display import plots
 
     figure = plots.best_over_time(
         ["2026-01-01", "2026-01-02", "2026-01-03"],

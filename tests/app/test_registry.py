@@ -15,7 +15,7 @@ from mnist_sweep.app import _promote as registry
 from mnist_sweep.cli import main
 from registry_helpers import Studies, trained_studies
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_TAGS = (
     "study",
     "trial_number",

@@ -22,7 +22,7 @@ from mnist_sweep.config._space import PRUNERS, SAMPLERS, SearchSpace, load_space
 from mnist_sweep.errors import ConfigError
 from mnist_sweep.model._params import PARAMS, resolve_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

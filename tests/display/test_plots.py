@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mnist_sweep.display import _plots as plots
+from mnist_sweep.display import plots
 from mnist_sweep.model._data import Dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

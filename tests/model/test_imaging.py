@@ -17,7 +17,7 @@ from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._imaging import is_dark_on_light, load_images, normalize_digit
 
 N = 20  # real test digits per variant: enough to catch a bad case, fast on 2 cores
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

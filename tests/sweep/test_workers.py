@@ -38,7 +38,7 @@ from scaleout_support import (
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` (PostgreSQL backend, served artifacts) for this module's tests."""
-    from mnist_sweep.tracking._server import build_config, command_line
+    from mnist_sweep.tracking.server import build_config, command_line
 
     folder = tmp_path_factory.mktemp("mlflow-server")
     with temporary_database("mnist_sweep_test_mlflow") as backend:
@@ -68,7 +68,7 @@ def load(url: str, name: str) -> Any:
     """The study as it is now (one storage object per URL: tests poll often)."""
     import optuna
 
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores._storage import open_storage
 
     if url not in _BACKENDS:
         _BACKENDS[url] = open_storage(url)
@@ -402,7 +402,7 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
     ],
 )
 def test_storage_kind(url: str, kind: str) -> None:
-    from mnist_sweep.sweep._engine import storage_kind
+    from mnist_sweep.stores._storage import storage_kind
 
     assert storage_kind(url) == kind
 
@@ -425,7 +425,7 @@ def test_journal_path(url: str, path: str) -> None:
 
 def test_journal_storage_in_a_missing_folder_is_one_line(tmp_path: Path) -> None:
     from mnist_sweep.errors import StorageError
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores._storage import open_storage
 
     with pytest.raises(StorageError, match="does not exist"):
         open_storage(f"journal://{tmp_path}/nowhere/study.log")
@@ -501,7 +501,7 @@ def test_with_retry_backs_off_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> 
 def test_retry_and_heartbeat_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     from mnist_sweep.errors import ConfigError
     from mnist_sweep.stores._coordination import retry_seconds
-    from mnist_sweep.sweep._engine import heartbeat_settings
+    from mnist_sweep.stores._storage import heartbeat_settings
 
     assert heartbeat_settings() == (10, 30)
     monkeypatch.setenv("MNIST_SWEEP_HEARTBEAT", "2")
@@ -578,7 +578,8 @@ def test_trial_of_a_dead_local_worker_is_failed_and_queued_again(tmp_path: Path)
     import optuna
     from mlflow import MlflowClient
 
-    from mnist_sweep.sweep._engine import TrialRecovery, open_storage
+    from mnist_sweep.stores._storage import open_storage
+    from mnist_sweep.sweep._engine import TrialRecovery
     from mnist_sweep.tracking._runs import Tracker
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -608,7 +609,8 @@ def test_stale_trial_on_postgresql_is_failed_by_heartbeat(
     import optuna
     from mlflow import MlflowClient
 
-    from mnist_sweep.sweep._engine import TrialRecovery, open_storage
+    from mnist_sweep.stores._storage import open_storage
+    from mnist_sweep.sweep._engine import TrialRecovery
     from mnist_sweep.tracking._runs import Tracker
 
     monkeypatch.setenv("MNIST_SWEEP_HEARTBEAT", "1")

@@ -16,7 +16,7 @@ from scaleout_support import cli_command, free_port, mlflow_server, temporary_da
 
 
 def test_defaults_are_postgresql_served_artifacts_and_loopback(tmp_path: Path) -> None:
-    from mnist_sweep.tracking._server import build_config, command_line
+    from mnist_sweep.tracking.server import build_config, command_line
 
     config = build_config(artifacts_destination=str(tmp_path / "art"))
     assert config.backend_store_uri == "postgresql+psycopg2://localhost:5432/mlflow"
@@ -38,7 +38,7 @@ def test_defaults_are_postgresql_served_artifacts_and_loopback(tmp_path: Path) -
 
 
 def test_backend_from_the_environment_and_relative_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mnist_sweep.tracking._server import build_config
+    from mnist_sweep.tracking.server import build_config
 
     monkeypatch.setenv("MNIST_SWEEP_BACKEND_STORE_URI", "postgres://sweep:secret@db:5432/mlflow")
     config = build_config()
@@ -47,7 +47,7 @@ def test_backend_from_the_environment_and_relative_artifacts(tmp_path: Path, mon
 
 
 def test_binding_beyond_loopback_allows_this_machines_names(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from mnist_sweep.tracking._server import build_config
+    from mnist_sweep.tracking.server import build_config
 
     config = build_config(artifacts_destination=str(tmp_path), host="0.0.0.0", port=8080)
     assert socket.gethostname() in config.allowed_hosts
@@ -76,7 +76,7 @@ def test_binding_beyond_loopback_allows_this_machines_names(tmp_path: Path, capl
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
     from mnist_sweep.errors import ConfigError
-    from mnist_sweep.tracking._server import build_config
+    from mnist_sweep.tracking.server import build_config
 
     with pytest.raises(ConfigError) as info:
         build_config(**{"artifacts_destination": str(tmp_path), **kwargs})  # type: ignore[arg-type]
@@ -87,7 +87,7 @@ def test_s3_destination_needs_boto3(tmp_path: Path) -> None:
     import importlib.util
 
     from mnist_sweep.errors import ConfigError
-    from mnist_sweep.tracking._server import check_artifacts_destination
+    from mnist_sweep.tracking.server import check_artifacts_destination
 
     if importlib.util.find_spec("boto3") is None:
         with pytest.raises(ConfigError, match="pip install boto3"):
@@ -112,7 +112,7 @@ def test_dry_run_prints_the_command_without_the_password(tmp_path: Path) -> None
 
 def test_unreachable_backend_and_busy_port_are_one_line(tmp_path: Path) -> None:
     from mnist_sweep.errors import TrackingError
-    from mnist_sweep.tracking._server import build_config, check_backend_reachable, check_port_free
+    from mnist_sweep.tracking.server import build_config, check_backend_reachable, check_port_free
 
     port = free_port()
     config = build_config(

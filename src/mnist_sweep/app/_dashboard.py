@@ -50,7 +50,7 @@ def dashboard_storage_args(url: str) -> tuple[list[str], dict[str, str]]:
     JournalFileStorage`` so it never guesses), and RDB URLs as SQLAlchemy does: ``postgres://``
     is spelled ``postgresql://`` there.
     """
-    from mnist_sweep.sweep._engine import storage_kind
+    from mnist_sweep.stores import storage_kind
 
     kind = storage_kind(url)
     if kind == "journal":
@@ -83,7 +83,7 @@ def prepare_dashboard(
     A named study must exist (StorageError lists the ones there). Its objective gets the study's
     metric name (``val_accuracy`` rather than "Objective 0") if it has none yet.
     """
-    from mnist_sweep.sweep._engine import open_storage, redact_url
+    from mnist_sweep.stores import open_storage, redact_url
 
     storage_args, env = dashboard_storage_args(storage)
     base = f"http://{_url_host(host)}:{port}/dashboard/"
@@ -99,7 +99,7 @@ def prepare_dashboard(
 def _study_id(name: str, storage: str) -> int:
     import optuna
 
-    from mnist_sweep.sweep._engine import load_study, open_storage
+    from mnist_sweep.stores import load_study, open_storage
 
     study = load_study(name, storage)
     metric = study.user_attrs.get("objective_metric")

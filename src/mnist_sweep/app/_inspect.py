@@ -111,7 +111,7 @@ def resolve_storage(storage: str | None, tracking_uri: str | None = None) -> str
     Opening a SQLite URL creates the file, so looking at a study in the wrong folder would
     otherwise leave an empty ``optuna.db`` behind and report "no study".
     """
-    from mnist_sweep.sweep._engine import default_storage, redact_url, storage_kind
+    from mnist_sweep.stores import default_storage, redact_url, storage_kind
 
     url = storage or default_storage(tracking_uri)
     if storage_kind(url) == "sqlite":
@@ -131,7 +131,7 @@ def best_of(study: optuna.Study) -> BestTrial:
     """The best COMPLETE trial of ``study`` (by its objective, never by test metrics)."""
     from optuna.trial import TrialState
 
-    from mnist_sweep.sweep._engine import ATTR_DUPLICATE_OF, ATTR_HISTORY, ATTR_PARAMS, ATTR_RUN_ID
+    from mnist_sweep.contract import ATTR_DUPLICATE_OF, ATTR_HISTORY, ATTR_PARAMS, ATTR_RUN_ID
 
     try:
         trial = study.best_trial
@@ -174,7 +174,7 @@ def best_of(study: optuna.Study) -> BestTrial:
 
 def best_trial(name: str, storage: str) -> BestTrial:
     """The best COMPLETE trial of study ``name``; NoCompleteTrial when it has none."""
-    from mnist_sweep.sweep._engine import load_study
+    from mnist_sweep.stores import load_study
 
     return best_of(load_study(name, storage))
 
@@ -183,7 +183,8 @@ def study_status(name: str, storage: str, *, now: datetime | None = None) -> Stu
     """Counts by state, the best trial so far, and the trials running now with their age."""
     from optuna.trial import TrialState
 
-    from mnist_sweep.sweep._engine import ATTR_RUN_ID, load_study, redact_url
+    from mnist_sweep.contract import ATTR_RUN_ID
+    from mnist_sweep.stores import load_study, redact_url
 
     study = load_study(name, storage)
     now = now or datetime.now()  # Optuna stores naive local times
@@ -223,7 +224,7 @@ def list_studies(storage: str) -> list[StudyOverview]:
     """Every study in ``storage``, oldest first."""
     import optuna
 
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores import open_storage
 
     backend = open_storage(storage)
     out = []
@@ -301,7 +302,7 @@ def format_status(status: StudyStatus) -> str:
 
 def format_studies(studies: Sequence[StudyOverview], storage: str) -> str:
     """``mnist-sweep studies`` as a table."""
-    from mnist_sweep.sweep._engine import redact_url
+    from mnist_sweep.stores import redact_url
 
     if not studies:
         return f"no studies in {redact_url(storage)}"

@@ -48,9 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnist_sweep.app import _promote as registry
-from mnist_sweep.config._space import (
-    STUDY_NAME,
-    SearchSpace,
+from mnist_sweep.config import STUDY_NAME, SearchSpace, load_space
+from mnist_sweep.config._space import (  # moves to config/ (nightly schema)
     _can_sample,
     _Checker,
     _did_you_mean,
@@ -58,17 +57,16 @@ from mnist_sweep.config._space import (
     _kind,
     _load_yaml,
     _show,
-    load_space,
 )
 from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError
-from mnist_sweep.model._params import PER_LAYER_WIDTH
+from mnist_sweep.model import PER_LAYER_WIDTH
 
 if TYPE_CHECKING:
     import optuna
 
-    from mnist_sweep.display._progress import Progress
-    from mnist_sweep.stores._locks import JobLock
-    from mnist_sweep.tracking._runs import NullRun, RunHandle, Tracker
+    from mnist_sweep.display import Progress
+    from mnist_sweep.stores import JobLock
+    from mnist_sweep.tracking import NullRun, RunHandle, Tracker
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -305,7 +303,7 @@ class _NightlyChecker(_Checker):
     def storage(self, value: Any, path: str) -> str | None:
         if value is None:
             return None
-        from mnist_sweep.sweep._engine import storage_kind
+        from mnist_sweep.stores import storage_kind
 
         url = self.string(value, path)
         try:
@@ -317,7 +315,7 @@ class _NightlyChecker(_Checker):
     def tracking_uri(self, value: Any, path: str) -> str | None:
         if value is None:
             return None
-        from mnist_sweep.tracking._runs import check_tracking_uri
+        from mnist_sweep.tracking import check_tracking_uri
 
         uri = self.string(value, path)
         try:
@@ -481,8 +479,7 @@ def run_nightly(config: NightlyConfig, options: NightlyOptions | None = None) ->
     :class:`ConfigError` (exit 2) for a bad file or flag, and :class:`NightlyFailed` (exit 1)
     when anything else stops the night; re-running the same date resumes it.
     """
-    from mnist_sweep.stores._locks import JobLock
-    from mnist_sweep.sweep._engine import redact_url
+    from mnist_sweep.stores import JobLock, redact_url
 
     options = options or NightlyOptions()
     night = parse_date(options.date)
@@ -517,8 +514,8 @@ def resolve_uris(
     config: NightlyConfig, *, storage: str | None = None, tracking_uri: str | None = None
 ) -> tuple[str, str]:
     """(storage, tracking URI): the flag, else the environment, else the file, else the defaults."""
-    from mnist_sweep.sweep._engine import default_storage, storage_kind
-    from mnist_sweep.tracking._runs import check_tracking_uri
+    from mnist_sweep.stores import default_storage, storage_kind
+    from mnist_sweep.tracking import check_tracking_uri
 
     tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or config.tracking_uri
     tracking = check_tracking_uri(tracking or "sqlite:///mlflow.db")
@@ -541,8 +538,8 @@ class _Night:
         lock: JobLock,
         result: NightlyResult,
     ) -> None:
-        from mnist_sweep.display._progress import Progress
-        from mnist_sweep.tracking._runs import Tracker
+        from mnist_sweep.display import Progress
+        from mnist_sweep.tracking import Tracker
 
         self.config = config
         self.options = options
@@ -593,8 +590,7 @@ class _Night:
     def _mlflow(self, what: str, call: Callable[[], _T]) -> _T:
         """``call()`` against the tracking store: retried while unreachable, errors in one line."""
         from mnist_sweep.errors import TrackingError
-        from mnist_sweep.stores._coordination import with_retry
-        from mnist_sweep.sweep._engine import redact_url
+        from mnist_sweep.stores import redact_url, with_retry
 
         where = f"tracking store {redact_url(self.tracking_uri)}: {what}"
         try:
@@ -623,8 +619,8 @@ class _Night:
     # --- sweep ---------------------------------------------------------------------------
 
     def _sweep(self, space: SearchSpace, night_run: RunHandle | NullRun) -> NightStudy:
-        from mnist_sweep.sweep._engine import (
-            ATTR_PARENT_RUN,
+        from mnist_sweep.contract import ATTR_PARENT_RUN
+        from mnist_sweep.sweep import (
             SweepOptions,
             create_or_load_study,
             finished_count,
@@ -793,7 +789,7 @@ class _Night:
             f"{s.study_name}: {_describe_promotion(s.promotion)}" for s in self.result.studies if s.promotion
         )
         night_run.set_tags({TAG_PROMOTION: promotion_tag[:5000] or "no decision"})
-        from mnist_sweep.tracking._runs import scratch_dir
+        from mnist_sweep.tracking import scratch_dir
 
         with scratch_dir() as tmp:
             files = write_report(
@@ -944,7 +940,7 @@ def _study_exists(storage: str, name: str) -> bool:
 def _load_existing(storage: str, name: str) -> optuna.Study | None:
     import optuna
 
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores import open_storage
 
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage))
@@ -956,7 +952,7 @@ def _night_studies(storage: str, job: str) -> list[tuple[str, dt.date]]:
     """(study name, night) of every night study this job made, read from the study attributes."""
     import optuna
 
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores import open_storage
 
     out = []
     for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
@@ -980,7 +976,7 @@ def delete_old_studies(storage: str, *, job: str, night: dt.date, keep: int) -> 
     """
     import optuna
 
-    from mnist_sweep.sweep._engine import open_storage
+    from mnist_sweep.stores import open_storage
 
     doomed = sorted(name for name, date in _night_studies(storage, job) if (night - date).days >= keep)
     backend = open_storage(storage)
@@ -1134,7 +1130,7 @@ def write_report(
     metric: str,
 ) -> list[Path]:
     """The night's PNGs, ``report.md`` and a self-contained ``report.html`` in ``folder``."""
-    from mnist_sweep.display import _plots as plots
+    from mnist_sweep.display import plots
 
     folder.mkdir(parents=True, exist_ok=True)
     night = result.night.isoformat()

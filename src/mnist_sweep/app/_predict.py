@@ -94,7 +94,7 @@ def read_inputs(
     """``(images (n, 28, 28), labels, errors)``: every readable image, and a FileError per unreadable file."""
     import numpy as np
 
-    from mnist_sweep.model._imaging import load_images
+    from mnist_sweep.model import load_images
 
     stacks, labels, errors = [], [], []
     for path in files:
@@ -137,9 +137,8 @@ def predict_files(
     cannot be loaded.
     """
     from mnist_sweep.app._promote import load_resolved, resolve_model
-    from mnist_sweep.model._build import probabilities
-    from mnist_sweep.model._data import CLASS_NAMES
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.model import CLASS_NAMES, probabilities
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     if not 1 <= top_k <= MAX_TOP_K:
         raise ConfigError(f"--top-k {top_k}: must be between 1 and {MAX_TOP_K}")

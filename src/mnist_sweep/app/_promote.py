@@ -266,7 +266,7 @@ class _Registry:
     ) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
-        from mnist_sweep.tracking._runs import process_tracking_uri
+        from mnist_sweep.tracking import process_tracking_uri
 
         with self._errors(f"registering {source} as {name}"):
             try:
@@ -301,7 +301,7 @@ def current_champion(
     model_name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS, *, tracking_uri: str | None = None
 ) -> Champion | None:
     """The version holding ``model_name@alias``, or None when no version holds it."""
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     holder = _Registry(uri).holder(model_name, alias)
@@ -339,7 +339,7 @@ def resolve_model(model_uri: str, *, tracking_uri: str | None = None) -> Resolve
     model, as ``mnist-sweep best`` prints), ``runs:/<run id>/...`` (a trial run: its logged
     model) and anything MLflow can download (a local folder, ``s3://...``).
     """
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri, logged_model
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri, logged_model
 
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     expected = "expected models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<model id> or runs:/<run id>/model"
@@ -386,7 +386,7 @@ def resolve_model(model_uri: str, *, tracking_uri: str | None = None) -> Resolve
 
 def load_model(model_uri: str, *, tracking_uri: str | None = None) -> keras.Model:
     """The Keras model behind ``model_uri`` (see :func:`resolve_model`); ModelMissing if it cannot load."""
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     return load_resolved(resolve_model(model_uri, tracking_uri=uri), tracking_uri=uri)
@@ -413,7 +413,7 @@ def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> Scor
     """``model``'s accuracy on ``images`` / ``labels``."""
     import numpy as np
 
-    from mnist_sweep.model._build import probabilities
+    from mnist_sweep.model import probabilities
 
     predicted = np.argmax(probabilities(model, images), axis=1)
     return Score(correct=int((predicted == labels).sum()), total=len(labels))
@@ -479,8 +479,8 @@ def promote(
     study) and TrackingError.
     """
     from mnist_sweep.app._inspect import best_of, resolve_storage
-    from mnist_sweep.sweep._engine import load_study
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.stores import load_study
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     _check_request(model_name, alias, min_improvement)
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
@@ -651,7 +651,7 @@ def _check_dataset(holder: ModelVersion, candidate: _Candidate, name: str, alias
 def _test_set(candidate: _Candidate, data_dir: str | None) -> _TestSet:
     import numpy as np
 
-    from mnist_sweep.model._data import load_raw
+    from mnist_sweep.model import load_raw
 
     raw = load_raw(candidate.dataset, data_dir)
     trained_on = candidate.run_tags.get(TAG + "data_sha256")
@@ -682,8 +682,8 @@ def _version_tags(
     min_improvement: float,
     storage: str,
 ) -> dict[str, str]:
-    from mnist_sweep.sweep._engine import redact_url
-    from mnist_sweep.tracking._runs import git_commit
+    from mnist_sweep.stores import redact_url
+    from mnist_sweep.tracking import git_commit
 
     best = candidate.best
     run = candidate.run_tags
@@ -755,7 +755,7 @@ def _run_tags(run_id: str, tracking_uri: str, model_uri: str) -> dict[str, str]:
 
 
 def _run_tags_strict(run_id: str, tracking_uri: str) -> dict[str, str]:
-    from mnist_sweep.tracking._runs import run_tags
+    from mnist_sweep.tracking import run_tags
 
     return run_tags(run_id, tracking_uri=tracking_uri)
 

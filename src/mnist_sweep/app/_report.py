@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
 
-    from mnist_sweep.sweep._engine import TrialSummary
+    from mnist_sweep.sweep import TrialSummary
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _read_study(study: optuna.Study) -> _Study:
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    from mnist_sweep.sweep._engine import summarize
+    from mnist_sweep.sweep import summarize
 
     summaries: dict[int, TrialSummary] = {s.number: s for s in summarize(study)}
     trials = []
@@ -424,8 +424,8 @@ def build_report(
     Whatever cannot be shown (no complete trial yet, no logged model, no MLflow run) is left out
     with a note on the page saying why; only a missing study or storage is an error.
     """
-    from mnist_sweep.display import _plots as plots
-    from mnist_sweep.sweep._engine import default_storage, load_study, redact_url
+    from mnist_sweep.display import plots
+    from mnist_sweep.stores import default_storage, load_study, redact_url
 
     storage = storage or default_storage(tracking_uri)
     study = load_study(study_name, storage)
@@ -509,10 +509,9 @@ def _best_model_figures(
     """Confusion matrix and misclassified gallery of the best trial's logged model on the test set."""
     import numpy as np
 
-    from mnist_sweep.display import _plots as plots
-    from mnist_sweep.model._build import probabilities
-    from mnist_sweep.model._data import load_dataset
-    from mnist_sweep.tracking._runs import load_logged_model
+    from mnist_sweep.display import plots
+    from mnist_sweep.model import load_dataset, probabilities
+    from mnist_sweep.tracking import load_logged_model
 
     best = s.best
     if best is None:
@@ -548,7 +547,7 @@ def _data_limit(s: _Study, best: _Trial, *, tracking_uri: str | None) -> tuple[i
 
     The run's param wins because ``mnist-sweep run --limit`` overrides the file without changing it.
     """
-    from mnist_sweep.tracking._runs import run_params
+    from mnist_sweep.tracking import run_params
 
     if best.run_id:
         try:
@@ -560,7 +559,7 @@ def _data_limit(s: _Study, best: _Trial, *, tracking_uri: str | None) -> tuple[i
                 return (int(value), "as the trial's MLflow run recorded") if value.isdigit() else (None, "")
     space_file = s.attrs.get("space_file")
     if space_file and Path(space_file).is_file():
-        from mnist_sweep.config._space import load_space
+        from mnist_sweep.config import load_space
 
         try:
             return load_space(space_file).limit, f"from {space_file}"
@@ -572,7 +571,7 @@ def _data_limit(s: _Study, best: _Trial, *, tracking_uri: str | None) -> tuple[i
 def _log_report(
     s: _Study, html_path: Path, images: Mapping[str, Path], *, tracking_uri: str | None, notes: list[str]
 ) -> str | None:
-    from mnist_sweep.tracking._runs import existing_run, log_files
+    from mnist_sweep.tracking import existing_run, log_files
 
     run_id = s.attrs.get("mlflow_parent_run_id")
     if not run_id:
@@ -829,8 +828,8 @@ def compare_studies(
     The chart shows the best objective value when every study optimizes the same metric, else
     the test accuracy of each study's best trial (comparable whatever the objective).
     """
-    from mnist_sweep.display import _plots as plots
-    from mnist_sweep.sweep._engine import default_storage, load_study
+    from mnist_sweep.display import plots
+    from mnist_sweep.stores import default_storage, load_study
 
     names = list(dict.fromkeys(names))  # each study once, in the order given
     if not names:

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.errors import ParamError, TrainingFailed
-from mnist_sweep.model._params import model_summary, parse_assignment, resolve_params
-from mnist_sweep.model._presets import PRESETS, get_preset
+from mnist_sweep.model import PRESETS, get_preset, model_summary, parse_assignment, resolve_params
 
 if TYPE_CHECKING:
-    from mnist_sweep.model._training import TrainResult
-    from mnist_sweep.sweep._engine import SweepResult
+    from mnist_sweep.model import TrainResult
+    from mnist_sweep.sweep import SweepResult
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class TrainJob:
         seed: int,
     ) -> TrainJob:
         """Preset, then ``--param`` assignments, then ``--epochs`` / ``--batch-size``; validated."""
-        from mnist_sweep.model._data import check_name
+        from mnist_sweep.model import check_name
 
         params: dict[str, Any] = {}
         chosen_dataset = "mnist"
@@ -78,11 +77,8 @@ def run_train(job: TrainJob, *, data_dir: str | None, out: Path, quiet: bool = F
     import click
     import numpy as np
 
-    from mnist_sweep.display import _plots as plots
-    from mnist_sweep.model import _runtime as runtime
-    from mnist_sweep.model._build import probabilities
-    from mnist_sweep.model._data import load_dataset
-    from mnist_sweep.model._training import train
+    from mnist_sweep.display import plots
+    from mnist_sweep.model import load_dataset, probabilities, runtime, train
 
     dataset = load_dataset(job.dataset, data_dir=data_dir, limit=job.limit)
     epochs = resolve_params(job.params)["epochs"]

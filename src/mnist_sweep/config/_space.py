@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import yaml
 
 from mnist_sweep.errors import ConfigError, ParamError
-from mnist_sweep.model._params import PARAMS, PER_LAYER_WIDTH, allowed_names, check_value, is_param_name, resolve_params
+from mnist_sweep.model import PARAMS, PER_LAYER_WIDTH, allowed_names, check_value, is_param_name, resolve_params
 
 if TYPE_CHECKING:
     import optuna

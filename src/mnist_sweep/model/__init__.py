@@ -1,1 +1,55 @@
-"""model."""
+"""Params, presets, data, imaging, building and training Keras models.
+
+Nothing here knows Optuna or MLflow. The TensorFlow-heavy modules load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mnist_sweep._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mnist_sweep.model._build import probabilities
+    from mnist_sweep.model._callbacks import PruningCallback, TrialTimeout
+    from mnist_sweep.model._data import CLASS_NAMES, Dataset, check_name, load_dataset, load_raw
+    from mnist_sweep.model._imaging import load_images
+    from mnist_sweep.model._params import (
+        PARAMS,
+        PER_LAYER_WIDTH,
+        allowed_names,
+        check_value,
+        is_param_name,
+        model_summary,
+        parse_assignment,
+        resolve_params,
+    )
+    from mnist_sweep.model._presets import PRESETS, get_preset
+    from mnist_sweep.model._training import TrainResult, train
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "CLASS_NAMES": "_data",
+        "Dataset": "_data",
+        "PARAMS": "_params",
+        "PER_LAYER_WIDTH": "_params",
+        "PRESETS": "_presets",
+        "PruningCallback": "_callbacks",
+        "TrainResult": "_training",
+        "TrialTimeout": "_callbacks",
+        "allowed_names": "_params",
+        "check_name": "_data",
+        "check_value": "_params",
+        "get_preset": "_presets",
+        "is_param_name": "_params",
+        "load_dataset": "_data",
+        "load_images": "_imaging",
+        "load_raw": "_data",
+        "model_summary": "_params",
+        "parse_assignment": "_params",
+        "probabilities": "_build",
+        "resolve_params": "_params",
+        "train": "_training",
+    },
+)

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_sweep.model import _runtime as runtime
+from mnist_sweep.model import runtime
 from mnist_sweep.model._build import build_model
 from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._params import resolve_params

@@ -240,7 +240,7 @@ def hold(storage_url: str, name: str, *, ttl: float = DEFAULT_TTL, label: str | 
 
 def _open_store(storage_url: str) -> _Store:
     from mnist_sweep.stores._coordination import journal_path, sqlalchemy_url
-    from mnist_sweep.sweep._engine import storage_kind
+    from mnist_sweep.stores._storage import storage_kind
 
     if storage_kind(storage_url) == "journal":
         return _FileStore(journal_path(storage_url))
@@ -250,7 +250,7 @@ def _open_store(storage_url: str) -> _Store:
 def _storage_call(storage_url: str, what: str, call: Callable[[], _T]) -> _T:
     """``call()``, retried while the storage is unreachable; any other failure in one line."""
     from mnist_sweep.stores._coordination import with_retry
-    from mnist_sweep.sweep._engine import redact_url
+    from mnist_sweep.stores._storage import redact_url
 
     where = f"storage {redact_url(storage_url)}: {what}"
     try:

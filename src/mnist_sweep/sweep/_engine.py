@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 import warnings
@@ -45,16 +44,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mnist_sweep.display._progress import Progress
+from mnist_sweep.contract import (
+    ATTR_DUPLICATE_OF,
+    ATTR_EXPERIMENT,
+    ATTR_FAIL_REASON,
+    ATTR_HISTORY,
+    ATTR_PARAMS,
+    ATTR_PARAMS_KEY,
+    ATTR_PARENT_RUN,
+    ATTR_RUN_ID,
+    ATTR_TRACKING_URI,
+    ATTR_WORKER,
+)
+from mnist_sweep.display import Progress
 from mnist_sweep.errors import ConfigError, MnistSweepError, StorageError, TrackingError, TrialFailed
-from mnist_sweep.stores._coordination import (
+from mnist_sweep.stores import (
+    MAX_RETRY,
     StudyMutex,
+    default_storage,
     describe,
+    heartbeat_settings,
     is_transient,
-    journal_path,
     local_worker_alive,
+    open_storage,
+    redact_url,
     retry_seconds,
-    sqlalchemy_url,
+    storage_kind,
     with_retry,
     worker_id,
 )
@@ -63,151 +78,19 @@ if TYPE_CHECKING:
     import keras
     import optuna
 
-    from mnist_sweep.config._space import SearchSpace
-    from mnist_sweep.model._data import Dataset
-    from mnist_sweep.model._training import TrainResult
-    from mnist_sweep.tracking._runs import NullRun, RunHandle, Tracker
+    from mnist_sweep.config import SearchSpace
+    from mnist_sweep.model import Dataset, TrainResult
+    from mnist_sweep.tracking import NullRun, RunHandle, Tracker
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RunLike = Any  # RunHandle | NullRun | _ResilientRun: the same logging methods
 
-DEFAULT_STORAGE_FILE = "optuna.db"
-ATTR_PARAMS = "params"
-ATTR_PARAMS_KEY = "params_key"
-ATTR_RUN_ID = "mlflow_run_id"
-ATTR_PARENT_RUN = "mlflow_parent_run_id"
-ATTR_EXPERIMENT = "mlflow_experiment"
-ATTR_TRACKING_URI = "mlflow_tracking_uri"
-ATTR_FAIL_REASON = "fail_reason"
-ATTR_DUPLICATE_OF = "duplicate_of"
-ATTR_HISTORY = "history"
-ATTR_WORKER = "worker"
 DUPLICATE_WAIT_SECONDS = 3600.0
-# Heartbeats of running trials on PostgreSQL/MySQL; a trial silent for the grace period is lost.
-HEARTBEAT_ENV = "MNIST_SWEEP_HEARTBEAT"
-GRACE_ENV = "MNIST_SWEEP_GRACE"
-DEFAULT_HEARTBEAT_SECONDS = 10
-DEFAULT_GRACE_SECONDS = 30
-# How often a lost trial is queued again before it is left FAIL.
-MAX_RETRY = 2
 # How often a worker looks again while running trials of others would fill the budget.
 WAIT_POLL_SECONDS = 1.0
 RESUME_HINT = "finished trials are kept: run the same command again once it is back"
-
-
-# --------------------------------------------------------------------------- storage
-
-
-def default_storage(tracking_uri: str | None = None) -> str:
-    """The embedded default: ``optuna.db`` (SQLite) beside the MLflow SQLite store."""
-    from mnist_sweep.tracking._runs import default_tracking_uri
-
-    uri = tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        db_path = Path(uri[len("sqlite:///") :])
-        return (
-            f"sqlite:///{db_path.parent / DEFAULT_STORAGE_FILE}"
-            if str(db_path.parent) != "."
-            else (f"sqlite:///{DEFAULT_STORAGE_FILE}")
-        )
-    return f"sqlite:///{DEFAULT_STORAGE_FILE}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for tags, logs and messages)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-def storage_kind(url: str) -> str:
-    """``sqlite``, ``postgresql``, ``mysql`` or ``journal``; a ConfigError for anything else."""
-    if url.startswith("journal:"):
-        return "journal"
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
-    if scheme in ("sqlite", "postgresql", "postgres", "mysql"):
-        return "postgresql" if scheme == "postgres" else scheme
-    if not scheme and url.endswith((".log", ".journal")):
-        return "journal"
-    raise ConfigError(
-        f"storage {redact_url(url)!r}: unsupported; use sqlite:///file.db, postgresql://user@host/db, "
-        "or journal:///path/file.log"
-    )
-
-
-def heartbeat_settings() -> tuple[int, int]:
-    """(heartbeat interval, grace period) in seconds: ``$MNIST_SWEEP_HEARTBEAT`` / ``$MNIST_SWEEP_GRACE``.
-
-    A running trial records a heartbeat every interval; one without a heartbeat for the
-    grace period is taken for lost (its worker crashed or was killed).
-    """
-    values = {}
-    for name, default in ((HEARTBEAT_ENV, DEFAULT_HEARTBEAT_SECONDS), (GRACE_ENV, DEFAULT_GRACE_SECONDS)):
-        text = os.environ.get(name, "").strip()
-        if not text:
-            values[name] = default
-            continue
-        if not text.isdigit() or int(text) < 1:
-            raise ConfigError(f"{name}={text!r}: expected a whole number of seconds >= 1")
-        values[name] = int(text)
-    interval, grace = values[HEARTBEAT_ENV], values[GRACE_ENV]
-    if grace <= interval:
-        raise ConfigError(f"{GRACE_ENV}={grace} must exceed {HEARTBEAT_ENV}={interval} (a few heartbeats may be late)")
-    return interval, grace
-
-
-def open_storage(
-    url: str,
-    *,
-    heartbeat: bool = False,
-    on_lost_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; heartbeats (crash recovery) on PostgreSQL/MySQL when asked.
-
-    ``on_lost_trial`` runs for each trial failed for lack of heartbeats (default: Optuna's
-    ``RetryHeartbeatStaleTrialCallback``, which queues it again).
-    """
-    import optuna
-
-    kind = storage_kind(url)
-    try:
-        if kind == "journal":
-            from optuna.storages.journal import JournalFileBackend
-
-            path = journal_path(url)
-            if not path.parent.is_dir():
-                raise StorageError(f"storage {url}: folder {path.parent} does not exist")
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        kwargs: dict[str, Any] = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if heartbeat and kind != "sqlite":
-                interval, grace = heartbeat_settings()
-                kwargs.update(
-                    heartbeat_interval=interval,
-                    grace_period=grace,
-                    heartbeat_stale_trial_callback=on_lost_trial
-                    or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-                )
-            engine_kwargs = {"connect_args": {"connect_timeout": 10}} if kind == "postgresql" else {}
-            return optuna.storages.RDBStorage(sqlalchemy_url(url), engine_kwargs=engine_kwargs, **kwargs)
-    except MnistSweepError:
-        raise
-    except Exception as exc:
-        raise StorageError(f"storage {redact_url(url)}: {_first_line(exc)}") from None
-
-
-def load_study(name: str, storage: str) -> optuna.Study:
-    """An existing study; StorageError lists the studies there when ``name`` is not one."""
-    import optuna
-
-    backend = open_storage(storage)
-    try:
-        return optuna.load_study(study_name=name, storage=backend)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
-        known = ", ".join(names) if names else "none"
-        raise StorageError(f"no study {name!r} in {redact_url(storage)} (studies there: {known})") from None
 
 
 def create_or_load_study(
@@ -454,8 +337,8 @@ def log_space(run: RunLike, space: SearchSpace) -> None:
 
 def log_study_artifacts(run: RunLike, study: optuna.Study, space: SearchSpace) -> None:
     """Study plots, a CSV of all trials, the best trial: into the parent run."""
-    from mnist_sweep.display import _plots as plots
-    from mnist_sweep.tracking._runs import scratch_dir
+    from mnist_sweep.display import plots
+    from mnist_sweep.tracking import scratch_dir
 
     for name, figure in plots.study_plots(study).items():
         run.log_figure(figure, f"study/{name}.png")
@@ -510,7 +393,7 @@ class TrialRecovery:
             log.warning("trial %d: could not queue it again: %s", trial.number, describe(exc))
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         if run_id and self.tracker is not None and self.tracker.enabled:
-            from mnist_sweep.tracking._runs import RunHandle
+            from mnist_sweep.tracking import RunHandle
 
             try:
                 handle = RunHandle(self.tracker.client, run_id, self.tracker.experiment_id)
@@ -628,8 +511,8 @@ class _Sweep:
         mutex: StudyMutex | None = None,
         recovery: TrialRecovery | None = None,
     ) -> None:
-        from mnist_sweep.model import _runtime as runtime
-        from mnist_sweep.tracking._runs import Tracker, lineage_tags
+        from mnist_sweep.model import runtime
+        from mnist_sweep.tracking import Tracker, lineage_tags
 
         self.space = space
         self.options = options
@@ -765,7 +648,7 @@ class _Sweep:
 
     def _prepare(self, trial: optuna.Trial) -> dict[str, Any]:
         """Draw the trial's params and record them (complete, and as a key for duplicates)."""
-        from mnist_sweep.model._params import resolve_params
+        from mnist_sweep.model import resolve_params
 
         params = self.space.trial_params(trial)
         resolve_params(params)  # a bad combination is a config error: fatal, not a failed trial
@@ -872,7 +755,7 @@ class _Sweep:
 
     def run_trial(self, trial: optuna.Trial, params: dict[str, Any] | None = None) -> float:
         """Train one trial; return its objective value (raises TrialPruned / TrialFailed)."""
-        from mnist_sweep.model._params import model_summary
+        from mnist_sweep.model import model_summary
 
         if params is None:
             params = self.storage_call(lambda: self._prepare(trial))
@@ -920,8 +803,7 @@ class _Sweep:
     def _train(self, trial: optuna.Trial, params: dict[str, Any], run: RunLike) -> float:
         import optuna
 
-        from mnist_sweep.model._callbacks import PruningCallback, TrialTimeout
-        from mnist_sweep.model._training import train
+        from mnist_sweep.model import PruningCallback, TrialTimeout, train
 
         metric = self.space.objective.metric
         epochs = int(params.get("epochs", 5))
@@ -973,8 +855,8 @@ class _Sweep:
     def _log_completed(self, trial: optuna.Trial, run: RunLike, result: TrainResult, value: float) -> None:
         import numpy as np
 
-        from mnist_sweep.display import _plots as plots
-        from mnist_sweep.model._build import probabilities
+        from mnist_sweep.display import plots
+        from mnist_sweep.model import probabilities
 
         metric = self.space.objective.metric
         self._set_attr(trial, "test_accuracy", result.test_accuracy)
@@ -1074,7 +956,7 @@ class _Sweep:
 
     def open_parent(self, stack: contextlib.ExitStack) -> RunLike:
         """The study's parent run: created, reopened or joined, per the options (see SweepOptions)."""
-        from mnist_sweep.tracking._runs import NullRun, RunHandle
+        from mnist_sweep.tracking import NullRun, RunHandle
 
         options, tracker = self.options, self.tracker
         name = f"{self.space.study_name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -1195,9 +1077,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions | None = None) -> SweepR
     storage and tracking problems; ``KeyboardInterrupt`` propagates after the runs are
     marked KILLED.
     """
-    from mnist_sweep.model import _runtime as runtime
-    from mnist_sweep.model._data import load_dataset
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.model import load_dataset, runtime
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     options = options or SweepOptions()
     storage = options.storage or default_storage(options.tracking_uri)

@@ -37,7 +37,7 @@ from mnist_sweep.errors import ConfigError, DataError, MnistSweepError, StorageE
 if TYPE_CHECKING:
     import optuna
 
-    from mnist_sweep.config._space import SearchSpace
+    from mnist_sweep.config import SearchSpace
     from mnist_sweep.sweep._engine import SweepOptions, SweepResult
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class WorkerFailed(MnistSweepError):
 
 def check_shared_storage(url: str, *, what: str) -> str:
     """The storage kind of ``url``; ConfigError when several processes cannot share it (SQLite)."""
-    from mnist_sweep.sweep._engine import redact_url, storage_kind
+    from mnist_sweep.stores import redact_url, storage_kind
 
     kind = storage_kind(url)
     if kind == "sqlite":
@@ -80,7 +80,8 @@ def run_worker(space: SearchSpace, options: SweepOptions) -> SweepResult:
     The parent MLflow run is ``options.parent_run_id`` when given (not ended here), else the
     study's own, created by whichever worker comes first.
     """
-    from mnist_sweep.sweep._engine import default_storage, run_sweep
+    from mnist_sweep.stores import default_storage
+    from mnist_sweep.sweep._engine import run_sweep
 
     storage = options.storage or default_storage(options.tracking_uri)
     check_shared_storage(storage, what="mnist-sweep worker")
@@ -138,8 +139,9 @@ def run_parallel(space: SearchSpace, options: SweepOptions, *, workers: int) -> 
     The storage must be shareable (a journal file or PostgreSQL; SQLite is refused). Raises
     the workers' error when none of them finished the study.
     """
-    from mnist_sweep.sweep._engine import default_storage, run_sweep
-    from mnist_sweep.tracking._runs import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.stores import default_storage
+    from mnist_sweep.sweep._engine import run_sweep
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: must be at least 1")
@@ -154,8 +156,8 @@ def run_parallel(space: SearchSpace, options: SweepOptions, *, workers: int) -> 
 
 class _Supervisor:
     def __init__(self, space: SearchSpace, options: SweepOptions, workers: int) -> None:
-        from mnist_sweep.stores._coordination import StudyMutex
-        from mnist_sweep.sweep._engine import TrialRecovery, storage_kind
+        from mnist_sweep.stores import StudyMutex, storage_kind
+        from mnist_sweep.sweep._engine import TrialRecovery
 
         self.space = space
         self.options = options
@@ -176,8 +178,8 @@ class _Supervisor:
 
     def _run(self) -> SweepResult:
         from mnist_sweep import __version__
-        from mnist_sweep.display._progress import Progress
-        from mnist_sweep.stores._coordination import with_retry
+        from mnist_sweep.display import Progress
+        from mnist_sweep.stores import redact_url, with_retry
         from mnist_sweep.sweep._engine import (
             RESUME_HINT,
             SweepResult,
@@ -185,11 +187,10 @@ class _Supervisor:
             log_space,
             log_study_artifacts,
             record_parent_run,
-            redact_url,
             study_tags,
             summarize,
         )
-        from mnist_sweep.tracking._runs import Tracker
+        from mnist_sweep.tracking import Tracker
 
         space, options = self.space, self.options
         what = f"storage {redact_url(self.storage)}"
@@ -316,7 +317,7 @@ class _Supervisor:
 
     def _recover(self, *, status: str) -> None:
         """Trials left RUNNING by workers that died: FAIL, queued again, MLflow runs ended."""
-        from mnist_sweep.stores._coordination import describe
+        from mnist_sweep.stores import describe
 
         dead = {child.worker_id for child in self.children if child.process.returncode not in (0, None)}
         if not dead or self.study is None:
@@ -390,7 +391,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a worker process that :func:`run_parallel` starts (payload file in argv)."""
-    from mnist_sweep.config._space import parse_space
+    from mnist_sweep.config import parse_space
     from mnist_sweep.sweep._engine import SweepOptions
 
     args = sys.argv[1:] if argv is None else argv

@@ -1,1 +1,49 @@
-"""tracking."""
+"""Every MLflow call: runs, tags, metrics, artifacts, logged models, the tracking-server launcher
+(:mod:`mnist_sweep.tracking.server`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mnist_sweep._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mnist_sweep.tracking._runs import (
+        NullRun,
+        RunHandle,
+        Tracker,
+        check_tracking_uri,
+        default_tracking_uri,
+        existing_run,
+        git_commit,
+        lineage_tags,
+        load_logged_model,
+        log_files,
+        logged_model,
+        process_tracking_uri,
+        run_params,
+        run_tags,
+        scratch_dir,
+    )
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "NullRun": "_runs",
+        "RunHandle": "_runs",
+        "Tracker": "_runs",
+        "check_tracking_uri": "_runs",
+        "default_tracking_uri": "_runs",
+        "existing_run": "_runs",
+        "git_commit": "_runs",
+        "lineage_tags": "_runs",
+        "load_logged_model": "_runs",
+        "log_files": "_runs",
+        "logged_model": "_runs",
+        "process_tracking_uri": "_runs",
+        "run_params": "_runs",
+        "run_tags": "_runs",
+        "scratch_dir": "_runs",
+    },
+)

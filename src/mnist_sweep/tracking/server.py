@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from mnist_sweep.errors import ConfigError, TrackingError
-from mnist_sweep.stores._coordination import sqlalchemy_url
+from mnist_sweep.stores import sqlalchemy_url
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def check_backend_reachable(config: ServerConfig, *, timeout: int = 10) -> None:
         with engine.connect():
             pass
     except Exception as exc:
-        from mnist_sweep.stores._coordination import describe
+        from mnist_sweep.stores import describe
 
         hint = ""
         if "does not exist" in str(exc) and uri.startswith("postgresql"):
