@@ -116,7 +116,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path: Path, pg_storage: s
 
     parent, children = runs_of(tracking_server, "shared-2w")
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["mnist_sweep.sweep._workers"] == "2"
+    assert parent.data.tags["mnist_sweep.workers"] == "2"
     assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
     assert len(children) == 6
     assert sorted(int(r.data.tags["mnist_sweep.trial_number"]) for r in children) == list(range(6))

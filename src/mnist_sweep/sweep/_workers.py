@@ -211,7 +211,7 @@ class _Supervisor:
         )
         tags = {
             **study_tags(space, self.storage),
-            "mnist_sweep.sweep._workers": self.workers,
+            "mnist_sweep.workers": self.workers,
             "mnist_sweep.version": __version__,
             "mnist_sweep.host": socket.gethostname(),
         }
