@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if TYPE_CHECKING:
     from mnist_sweep.config._space import SearchSpace
-    from mnist_sweep.sweep._engine import SweepResult
+    from mnist_sweep.sweep import SweepResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def run_timed(
     The MLflow schema of the fresh store is created before the clock starts (when ``init_store``),
     because that is a one-time cost of a new store, not of a sweep.
     """
-    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
+    from mnist_sweep.sweep import SweepOptions, run_sweep
 
     storage, tracking_uri = fresh_stores(root, label)
     setup = init_mlflow_store(tracking_uri) if tracking and init_store else 0.0

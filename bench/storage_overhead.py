@@ -76,37 +76,27 @@ def plain_optuna(url: str, n_trials: int) -> float:
 
 
 def sweep_loop(url: str, n_trials: int, folder: Path) -> float:
-    """This project's loop, training replaced by a constant; seconds per trial inside the loop."""
-    from mnist_sweep.config._space import load_space
-    from mnist_sweep.sweep import _engine as study_mod
+    """This project's loop, training replaced through the public trainer seam; seconds per trial."""
+    from mnist_sweep.config import load_space
+    from mnist_sweep.model import TrainResult
+    from mnist_sweep.sweep import SweepOptions, run_sweep
 
     space_file = folder / f"{uuid.uuid4().hex[:6]}.yaml"
     space_file.write_text(SPACE.format(study="sweep", n_trials=n_trials))
     space = load_space(space_file)
-    timing: dict[str, float] = {}
 
-    def instant_trial(self: Any, trial: Any, params: Any = None) -> float:
-        return float(params["width"]) * float(params["learning_rate"])
+    def instant_trainer(params: Any, dataset: Any, *, seed: int, callbacks: Any, on_epoch: Any) -> TrainResult:
+        record = {"val_accuracy": float(params["width"]) * float(params["learning_rate"])}
+        on_epoch(0, record)
+        return TrainResult(params=dict(params.given), history=[record])
 
-    original_loop = study_mod._Sweep.loop
-
-    def timed_loop(self: Any, result: Any, should_stop: Any = lambda: False) -> None:
-        started = time.perf_counter()
-        original_loop(self, result, should_stop)
-        timing["seconds"] = time.perf_counter() - started
-
-    options = study_mod.SweepOptions(storage=url, tracking=False, quiet=True)
-    original_trial = study_mod._Sweep.run_trial
-    study_mod._Sweep.run_trial = instant_trial  # type: ignore[method-assign]
-    study_mod._Sweep.loop = timed_loop  # type: ignore[method-assign]
-    try:
-        result = study_mod.run_sweep(space, options)
-    finally:
-        study_mod._Sweep.loop = original_loop  # type: ignore[method-assign]
-        study_mod._Sweep.run_trial = original_trial  # type: ignore[method-assign]
+    options = SweepOptions(storage=url, tracking=False, quiet=True)
+    started = time.perf_counter()
+    result = run_sweep(space, options, trainer=instant_trainer)
+    seconds = time.perf_counter() - started
     if result.trials_run != n_trials:
         raise SystemExit(f"{url}: ran {result.trials_run} trials, expected {n_trials}")
-    return timing["seconds"] / n_trials
+    return seconds / n_trials
 
 
 def main(argv: list[str] | None = None) -> int:

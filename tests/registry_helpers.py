@@ -87,7 +87,7 @@ def _train(studies: Studies, data_dir: Path) -> None:
 
 def _sweep(path: Path, studies: Studies, data_dir: Path, *, study_name: str, limit: int) -> None:
     from mnist_sweep.config._space import load_space
-    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
+    from mnist_sweep.sweep import SweepOptions, run_sweep
 
     space = load_space(path).with_overrides(study_name=study_name, limit=limit)
     options = SweepOptions(

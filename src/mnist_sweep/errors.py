@@ -74,3 +74,9 @@ def first_line(error: BaseException | str, *, limit: int = 500) -> str:
     if lines:
         return lines[0][:limit]
     return "" if isinstance(error, str) else type(error).__name__
+
+
+class StudyFailing(MnistSweepError):
+    """Too many trials of a sweep failed (``max_failure_rate``, or as many as the budget): stop it."""
+
+    exit_code = 1

@@ -53,7 +53,7 @@ class TinyStudy:
 def tiny_study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[TinyStudy]:
     """A real 3-trial sweep (300 images, 2 epochs), shared by this module's tests."""
     from mnist_sweep.config._space import load_space
-    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
+    from mnist_sweep.sweep import SweepOptions, run_sweep
 
     folder = tmp_path_factory.mktemp("tiny-study")
     (folder / "tiny.yaml").write_text(SPACE)

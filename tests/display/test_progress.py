@@ -119,7 +119,7 @@ def test_a_sweep_logs_plain_progress_lines_without_keras_bars(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from mnist_sweep.config._space import load_space
-    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
+    from mnist_sweep.sweep import SweepOptions, run_sweep
 
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(

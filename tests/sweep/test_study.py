@@ -12,7 +12,7 @@ from spaces import DEFAULT_SPACE, TINY, write_space  # noqa: F401  (re-used by o
 
 def sweep(path: Path, tmp_path: Path, **overrides: Any):  # type: ignore[no-untyped-def]
     from mnist_sweep.config._space import load_space
-    from mnist_sweep.sweep._engine import SweepOptions, run_sweep
+    from mnist_sweep.sweep import SweepOptions, run_sweep
 
     space = load_space(path)
     if overrides:
@@ -130,7 +130,7 @@ def test_nan_trial_fails_and_sweep_goes_on(tmp_path: Path) -> None:
 
 
 def test_max_failure_rate_stops_a_failing_sweep(tmp_path: Path) -> None:
-    from mnist_sweep.sweep._engine import StudyFailing
+    from mnist_sweep.errors import StudyFailing
 
     space = "  width: {type: categorical, choices: [128, 256]}\n"
     with pytest.raises(StudyFailing, match="max_failure_rate"):
@@ -182,7 +182,8 @@ def test_changed_direction_is_a_config_error(tmp_path: Path) -> None:
 def test_trial_timeout_fails_the_trial_and_endless_failures_stop(tmp_path: Path) -> None:
     import optuna
 
-    from mnist_sweep.sweep._engine import StudyFailing, summarize
+    from mnist_sweep.errors import StudyFailing
+    from mnist_sweep.sweep import summarize
 
     path = write_space(tmp_path, n_trials=1, fixed="{epochs: 3, batch_size: 16}")
     path.write_text(path.read_text().replace("budget: {", "budget: {trial_timeout: 0.05, "))

@@ -579,7 +579,7 @@ def test_trial_of_a_dead_local_worker_is_failed_and_queued_again(tmp_path: Path)
     from mlflow import MlflowClient
 
     from mnist_sweep.stores._storage import open_storage
-    from mnist_sweep.sweep._engine import TrialRecovery
+    from mnist_sweep.sweep._recovery import TrialRecovery
     from mnist_sweep.tracking._runs import Tracker
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -610,7 +610,7 @@ def test_stale_trial_on_postgresql_is_failed_by_heartbeat(
     from mlflow import MlflowClient
 
     from mnist_sweep.stores._storage import open_storage
-    from mnist_sweep.sweep._engine import TrialRecovery
+    from mnist_sweep.sweep._recovery import TrialRecovery
     from mnist_sweep.tracking._runs import Tracker
 
     monkeypatch.setenv("MNIST_SWEEP_HEARTBEAT", "1")

@@ -35,6 +35,7 @@ The file format (unknown keys are errors at every level; ``*`` marks required ke
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import html
 import json
@@ -620,15 +621,8 @@ class _Night:
 
     def _sweep(self, space: SearchSpace, night_run: RunHandle | NullRun) -> NightStudy:
         from mnist_sweep.contract import ATTR_PARENT_RUN
-        from mnist_sweep.sweep import (
-            SweepOptions,
-            create_or_load_study,
-            finished_count,
-            log_space,
-            record_parent_run,
-            run_sweep,
-            study_tags,
-        )
+        from mnist_sweep.sweep import ParentRun, SweepOptions, create_or_load_study, finished_count, run_sweep
+        from mnist_sweep.sweep._calls import Calls
 
         name = night_study_name(self.config.name, space.study_name, self.night)
         night_space = self._night_space(space, name)
@@ -646,11 +640,17 @@ class _Night:
         if not study_run and night_run.run_id:
             # The study's parent run, nested under the night's run; run_sweep reopens it on
             # every resume instead of starting another one.
-            tags = {**study_tags(night_space, self.storage), TAG_NIGHT: self.night.isoformat()}
-            with self.tracker.run(name=name, tags=tags, parent_run_id=night_run.run_id) as run:
-                study_run = run.run_id
-                log_space(run, night_space)
-            record_parent_run(study, study_run, experiment=self.config.name, tracking_uri=self.tracking_uri)
+            parent = ParentRun(
+                study=study,
+                space=night_space,
+                tracker=self.tracker,
+                calls=Calls(storage_url=self.storage, tracking_uri=self.tracking_uri),
+                storage_url=self.storage,
+                lineage={},
+                extra_tags={TAG_NIGHT: self.night.isoformat()},
+            )
+            with contextlib.ExitStack() as stack:
+                study_run = parent.open(stack, mode="create", nested_under=night_run.run_id, name=name).run_id
         counted, _, _ = finished_count(study)
         budget = night_space.budget
         left = self._seconds_left()

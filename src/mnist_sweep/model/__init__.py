@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mnist_sweep.model._params import (
         PARAMS,
         PER_LAYER_WIDTH,
+        Params,
         allowed_names,
         check_value,
         is_param_name,
@@ -33,6 +34,7 @@ __getattr__, __all__ = lazy_exports(
         "CLASS_NAMES": "_data",
         "Dataset": "_data",
         "PARAMS": "_params",
+        "Params": "_params",
         "PER_LAYER_WIDTH": "_params",
         "PRESETS": "_presets",
         "PruningCallback": "_callbacks",

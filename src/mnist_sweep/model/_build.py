@@ -11,19 +11,19 @@ from typing import Any
 
 import keras
 
-from mnist_sweep.model._params import resolve_params
+from mnist_sweep.model._params import Params, resolved
 
 INPUT_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
 
-def build_model(params: Mapping[str, Any]) -> keras.Model:
+def build_model(params: Mapping[str, Any] | Params) -> keras.Model:
     """Build and compile the model that ``params`` describe (see :mod:`mnist_sweep.params`).
 
     Inputs are ``(batch, 28, 28)`` float32 images in [0, 1]; outputs are ten softmax
     probabilities, or ten logits when ``output: logits``.
     """
-    p = resolve_params(params)
+    p = resolved(params)
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
     x = inputs
     if p["architecture"] == "conv":
@@ -46,9 +46,9 @@ def build_model(params: Mapping[str, Any]) -> keras.Model:
     return model
 
 
-def one_hot_targets(params: Mapping[str, Any]) -> bool:
+def one_hot_targets(params: Mapping[str, Any] | Params) -> bool:
     """True when the loss wants one-hot targets (categorical cross-entropy, MSE)."""
-    return resolve_params(params)["loss"] != "sparse_categorical_crossentropy"
+    return resolved(params)["loss"] != "sparse_categorical_crossentropy"
 
 
 def _optimizer(p: Mapping[str, Any]) -> keras.optimizers.Optimizer:

@@ -9,10 +9,12 @@ neither TensorFlow nor Optuna.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from mnist_sweep.errors import ParamError
@@ -213,3 +215,56 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if value is None:
         raise ParamError(f"--param {text!r} gives {key!r} no value; write {key}=VALUE")
     return key, value
+
+
+CONV_ONLY = ("conv_blocks", "filters", "kernel_size")
+
+
+@dataclass(frozen=True)
+class Params:
+    """One model's parameters, resolved once: complete, checked, and which of them were sampled.
+
+    ``given`` is what the caller asked for (a study's fixed plus sampled params, a preset, the
+    ``--param`` flags); ``values`` is that with every default filled in, what
+    :func:`~mnist_sweep.model.build_model` and :func:`~mnist_sweep.model.train` use without
+    resolving again.
+    """
+
+    given: Mapping[str, Any]
+    values: Mapping[str, Any]
+    sampled: frozenset[str] = frozenset()
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, Any] | Params, *, sampled: Iterable[str] = ()) -> Params:
+        """Check ``given`` and fill in the defaults (ParamError names a bad name or value)."""
+        if isinstance(given, Params):
+            return given
+        return cls(MappingProxyType(dict(given)), MappingProxyType(resolve_params(given)), frozenset(sampled))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def key(self) -> str:
+        """Canonical JSON of ``given``: trials with equal keys train the same model."""
+        return json.dumps(dict(self.given), sort_keys=True, default=str)
+
+    def logged(self) -> dict[str, Any]:
+        """Every param that shaped the model, defaults included, for a run's params.
+
+        Conv-only params appear only for conv models; per-layer widths as the ``widths`` list.
+        """
+        out = dict(self.values)
+        if out["architecture"] != "conv":
+            for name in CONV_ONLY:
+                out.pop(name, None)
+        return out
+
+    def fixed_names(self) -> list[str]:
+        """The logged params the sampler did not choose (fixed in the file or defaulted)."""
+        return sorted(set(self.logged()) - self.sampled)
+
+
+def resolved(params: Mapping[str, Any] | Params) -> Mapping[str, Any]:
+    """The complete values of ``params``: as they are for a :class:`Params`, else resolved."""
+    return params.values if isinstance(params, Params) else resolve_params(params)

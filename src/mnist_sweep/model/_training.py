@@ -19,7 +19,7 @@ import numpy as np
 from mnist_sweep.model import runtime
 from mnist_sweep.model._build import build_model
 from mnist_sweep.model._data import Dataset
-from mnist_sweep.model._params import resolve_params
+from mnist_sweep.model._params import Params
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def targets(labels: np.ndarray, *, one_hot: bool) -> np.ndarray:
 
 
 def train(
-    params: Mapping[str, Any],
+    params: Mapping[str, Any] | Params,
     dataset: Dataset,
     *,
     seed: int = 0,
@@ -118,20 +118,21 @@ def train(
     one process (the Keras session is cleared before each build).
     """
     runtime.configure()
-    resolved = resolve_params(params)
+    checked = Params.resolve(params)
+    values = checked.values
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    model = build_model(params)
-    result = TrainResult(params=dict(params), param_count=int(model.count_params()))
-    one_hot = resolved["loss"] != "sparse_categorical_crossentropy"
+    model = build_model(checked)
+    result = TrainResult(params=dict(checked.given), param_count=int(model.count_params()))
+    one_hot = values["loss"] != "sparse_categorical_crossentropy"
     recorder = _EpochRecorder(on_epoch)
     try:
         model.fit(
             dataset.x_train,
             targets(dataset.y_train, one_hot=one_hot),
-            batch_size=resolved["batch_size"],
-            epochs=resolved["epochs"],
+            batch_size=values["batch_size"],
+            epochs=values["epochs"],
             validation_data=(dataset.x_val, targets(dataset.y_val, one_hot=one_hot)),
             callbacks=[recorder, *callbacks],
             verbose=0,
@@ -146,10 +147,10 @@ def train(
     if result.ok and evaluate_test:
         # One forward pass gives the test loss, the accuracy and the class probabilities the
         # sweep draws its confusion matrix from (evaluate() and a second predict() cost two).
-        outputs = model.predict(dataset.x_test, batch_size=max(resolved["batch_size"], 256), verbose=0)
+        outputs = model.predict(dataset.x_test, batch_size=max(values["batch_size"], 256), verbose=0)
         loss = model.loss(targets(dataset.y_test, one_hot=one_hot), outputs)
         result.test_loss = float(keras.ops.convert_to_numpy(loss))
-        probs = outputs if resolved["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
+        probs = outputs if values["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
         result.test_probabilities = np.asarray(probs, dtype=np.float32)
         result.test_accuracy = float(np.mean(np.argmax(outputs, axis=1) == dataset.y_test))
     result.wall_seconds = time.perf_counter() - started

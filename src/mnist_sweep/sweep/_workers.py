@@ -14,6 +14,7 @@ waits for all of them, and sums up. Ctrl-C stops the workers; their runs end KIL
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
+from mnist_sweep.contract import TAG_HOST, TAG_VERSION, TAG_WORKERS
 from mnist_sweep.errors import ConfigError, DataError, MnistSweepError, StorageError, TrackingError
 
 if TYPE_CHECKING:
@@ -180,16 +182,11 @@ class _Supervisor:
         from mnist_sweep import __version__
         from mnist_sweep.display import Progress
         from mnist_sweep.stores import redact_url, with_retry
-        from mnist_sweep.sweep._engine import (
-            RESUME_HINT,
-            SweepResult,
-            create_or_load_study,
-            log_space,
-            log_study_artifacts,
-            record_parent_run,
-            study_tags,
-            summarize,
-        )
+        from mnist_sweep.sweep._calls import RESUME_HINT, Calls
+        from mnist_sweep.sweep._parent import ParentRun
+        from mnist_sweep.sweep._recovery import end_dead_parents
+        from mnist_sweep.sweep._results import SweepResult, summarize
+        from mnist_sweep.sweep._study import create_or_load_study
         from mnist_sweep.tracking import Tracker
 
         space, options = self.space, self.options
@@ -209,43 +206,35 @@ class _Supervisor:
             f"study {space.study_name!r} ({redact_url(self.storage)}): {self.workers} workers on this machine, "
             f"{threads} TensorFlow thread(s) each"
         )
-        tags = {
-            **study_tags(space, self.storage),
-            "mnist_sweep.workers": self.workers,
-            "mnist_sweep.version": __version__,
-            "mnist_sweep.host": socket.gethostname(),
-        }
-        name = f"{space.study_name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        with tracker.run(name=name, tags=tags, run_id=options.parent_run_id) as parent:
-            if parent.run_id:
-                with_retry(
-                    lambda: record_parent_run(
-                        study, parent.run_id, experiment=tracker.experiment_name, tracking_uri=tracker.tracking_uri
-                    ),
-                    what=what,
-                )
-            if options.parent_run_id is None:
-                log_space(parent, space)
+        calls = Calls(storage_url=self.storage, tracking_uri=tracker.tracking_uri)
+        calls.tracking(lambda: end_dead_parents(tracker, space.study_name))
+        parent = ParentRun(
+            study=study,
+            space=space,
+            tracker=tracker,
+            calls=calls,
+            storage_url=self.storage,
+            lineage={TAG_VERSION: __version__, TAG_HOST: socket.gethostname()},
+            extra_tags={TAG_WORKERS: self.workers},
+            mutex=self.mutex,
+        )
+        with contextlib.ExitStack() as stack:
+            run = parent.open(stack, mode="reopen" if options.parent_run_id else "create", run_id=options.parent_run_id)
             with _sigterm_as_interrupt():
-                self._start(parent.run_id or None, threads)
+                self._start(run.run_id or None, threads)
                 self._wait()
             result = SweepResult(
                 study_name=space.study_name,
                 storage=redact_url(self.storage),
                 direction=space.objective.direction,
                 metric=space.objective.metric,
-                parent_run_id=parent.run_id or None,
+                parent_run_id=run.run_id or None,
                 experiment=tracker.experiment_name,
             )
             outcomes = [child.outcome() for child in self.children]
             result.trials_run = sum(int(o.get("trials_run") or 0) for o in outcomes)
             result.trials = with_retry(lambda: summarize(study), what=what, hint=RESUME_HINT)
-            if options.tracking:
-                with_retry(
-                    lambda: log_study_artifacts(parent, study, space),
-                    what=f"tracking server {redact_url(tracker.tracking_uri)}",
-                    error=TrackingError,
-                )
+            parent.close(failing=False)
             self._judge(result)
         return result
 

@@ -328,6 +328,15 @@ class Tracker:
         if self.enabled:
             self._end(run_id, status)
 
+    def running_runs(self, tags: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+        """``(run_id, tags)`` of this experiment's RUNNING runs that carry all of ``tags``."""
+        if not self.enabled:
+            return []
+        conditions = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+        conditions.append("attributes.status = 'RUNNING'")
+        runs = self.client.search_runs([self.experiment_id], filter_string=" and ".join(conditions), max_results=200)
+        return [(run.info.run_id, dict(run.data.tags)) for run in runs]
+
 
 class NullRun:
     """A run that logs nothing: what a disabled :class:`Tracker` hands out."""

@@ -1,0 +1,57 @@
+"""How to run a sweep, and the seam that replaces training (tests, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mnist_sweep.model import Dataset, Params, TrainResult
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Where things are stored and what to print.
+
+    ``worker``: one of several processes sharing the study (joins the study's parent run,
+    reseeds its sampler). ``parent_run_id`` with ``worker``: nest under that run without
+    ending it (whoever created it ends it); without ``worker``: reopen that run and own it.
+    Heartbeats need no option: they are always on for PostgreSQL/MySQL storages and
+    impossible on the others.
+    """
+
+    storage: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    data_dir: str | None = None
+    tracking: bool = True
+    quiet: bool = False
+    log_models: bool = True
+    parent_run_id: str | None = None
+    worker: bool = False
+
+
+class Trainer(Protocol):
+    """Trains one model: :func:`mnist_sweep.model.train`'s signature, the part a sweep uses.
+
+    Pass another to :func:`~mnist_sweep.sweep.run_sweep` (``trainer=``) to replace training
+    in a test or a benchmark; everything else (Optuna, MLflow, recovery) runs for real.
+    """
+
+    def __call__(
+        self,
+        params: Params,
+        dataset: Dataset,
+        *,
+        seed: int,
+        callbacks: Sequence[Any],
+        on_epoch: Callable[[int, Mapping[str, float]], None],
+    ) -> TrainResult: ...
+
+
+def keras_trainer() -> Trainer:
+    """The real trainer (imports Keras)."""
+    from mnist_sweep.model import train
+
+    return train

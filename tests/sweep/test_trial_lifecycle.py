@@ -1,0 +1,87 @@
+"""One trial lifecycle, through the public trainer seam, and params logged whole to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mnist_sweep.config import load_space
+from mnist_sweep.sweep import SweepOptions, run_sweep
+from spaces import write_space
+
+
+def fake_trainer(calls: list[dict[str, Any]]) -> Any:
+    """Trains nothing: reports three epochs whose val_accuracy grows with the width."""
+    from mnist_sweep.model import TrainResult
+
+    def trainer(params: Any, dataset: Any, *, seed: int, callbacks: Any, on_epoch: Any) -> TrainResult:
+        calls.append({"params": dict(params.values), "seed": seed, "n_train": len(dataset.x_train)})
+        history = []
+        for epoch in range(3):
+            record = {"loss": 1.0 / (epoch + 1), "val_accuracy": params["width"] / 100 + epoch / 1000}
+            history.append(record)
+            on_epoch(epoch, record)
+        return TrainResult(params=dict(params.given), history=history, test_accuracy=0.5, test_loss=1.0)
+
+    return trainer
+
+
+def options(tmp_path: Path, **kw: Any) -> SweepOptions:
+    return SweepOptions(
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        quiet=True,
+        **kw,
+    )
+
+
+def test_a_fake_trainer_replaces_training_and_everything_else_runs(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    space = load_space(write_space(tmp_path, n_trials=3, sampler="grid"))
+    calls: list[dict[str, Any]] = []
+    result = run_sweep(space, options(tmp_path), trainer=fake_trainer(calls))
+    assert result.trials_run == 3 and len(calls) == 3
+    assert [t.state for t in result.trials] == ["COMPLETE"] * 3
+    assert all(c["n_train"] > 0 for c in calls)
+    best = result.best
+    assert best is not None and best.value == max(c["params"]["width"] for c in calls) / 100 + 0.002
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(best.run_id or "")
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert run.data.tags["mnist_sweep.state"] == "COMPLETE"
+
+
+def test_trial_params_in_mlflow_are_the_complete_resolved_set(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from mnist_sweep.model import PARAMS
+
+    space = load_space(write_space(tmp_path, n_trials=1))
+    result = run_sweep(space, options(tmp_path, log_models=False), trainer=fake_trainer([]))
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.trials[0].run_id or "")
+    logged = run.data.params
+    dense_params = set(PARAMS) - {"conv_blocks", "filters", "kernel_size"}
+    assert dense_params | {"widths", "dataset", "limit"} <= set(logged)
+    for defaulted in ("loss", "output", "dropout", "momentum", "learning_rate", "depth"):
+        assert logged[defaulted] == str(PARAMS[defaulted].default), defaulted
+    assert logged["widths"] == f"[{logged['width']}]"
+    assert not {"conv_blocks", "filters", "kernel_size"} & set(logged), "conv-only params on a dense model"
+    assert run.data.tags["mnist_sweep.sampled"] == "activation,width"
+    assert logged["epochs"] == "2" and logged["optimizer"] == "adam"  # fixed in the file
+
+
+def test_conv_models_log_their_conv_params(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    path = write_space(
+        tmp_path,
+        n_trials=1,
+        fixed="{architecture: conv, epochs: 1, batch_size: 64}",
+        space="  filters: {type: int, low: 4, high: 8}",
+    )
+    result = run_sweep(load_space(path), options(tmp_path, log_models=False), trainer=fake_trainer([]))
+    logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.trials[0].run_id or "").data.params
+    assert {"conv_blocks": "2", "kernel_size": "3"}.items() <= logged.items()
+    assert 4 <= int(logged["filters"]) <= 8
