@@ -5,25 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fakes import fake_trainer
 from mnist_sweep.config import load_space
 from mnist_sweep.sweep import SweepOptions, run_sweep
 from spaces import write_space
-
-
-def fake_trainer(calls: list[dict[str, Any]]) -> Any:
-    """Trains nothing: reports three epochs whose val_accuracy grows with the width."""
-    from mnist_sweep.model import TrainResult
-
-    def trainer(params: Any, dataset: Any, *, seed: int, callbacks: Any, on_epoch: Any) -> TrainResult:
-        calls.append({"params": dict(params.values), "seed": seed, "n_train": len(dataset.x_train)})
-        history = []
-        for epoch in range(3):
-            record = {"loss": 1.0 / (epoch + 1), "val_accuracy": params["width"] / 100 + epoch / 1000}
-            history.append(record)
-            on_epoch(epoch, record)
-        return TrainResult(params=dict(params.given), history=history, test_accuracy=0.5, test_loss=1.0)
-
-    return trainer
 
 
 def options(tmp_path: Path, **kw: Any) -> SweepOptions:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from mnist_sweep.contract import ATTR_RESAMPLED
+
 if TYPE_CHECKING:
     import optuna
 
@@ -55,7 +57,7 @@ def tally(trials: Iterable[optuna.trial.FrozenTrial], *, may_end: Callable[[optu
     for t in trials:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             finished += 1
-        elif t.state == TrialState.FAIL:
+        elif t.state == TrialState.FAIL and ATTR_RESAMPLED not in t.user_attrs:
             failed += 1
         elif t.state == TrialState.RUNNING:
             if may_end(t):

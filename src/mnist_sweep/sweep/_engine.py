@@ -21,7 +21,7 @@ import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from mnist_sweep.contract import ATTR_FAIL_REASON, ATTR_WORKER
+from mnist_sweep.contract import ATTR_FAIL_REASON, ATTR_PARAMS_KEY, ATTR_RESAMPLED, ATTR_WORKER
 from mnist_sweep.display import Progress
 from mnist_sweep.errors import StudyFailing
 from mnist_sweep.stores import (
@@ -42,7 +42,7 @@ from mnist_sweep.sweep._options import SweepOptions, Trainer, keras_trainer
 from mnist_sweep.sweep._parent import Mode, ParentRun
 from mnist_sweep.sweep._recovery import TrialRecovery, Watchdog, end_dead_parents
 from mnist_sweep.sweep._results import SweepResult, finished_count, summarize
-from mnist_sweep.sweep._study import open_study
+from mnist_sweep.sweep._study import open_study, space_size
 from mnist_sweep.sweep._trial import TrialContext, TrialLifecycle, record_params
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # How often a worker looks again while running trials of others would fill the budget.
 WAIT_POLL_SECONDS = 1.0
+# How often the sampler is asked again, per trial, when it proposes params already visited.
+MAX_ASK_AGAIN = 20
 
 
 class _Sweep:
@@ -84,6 +86,7 @@ class _Sweep:
             enabled=options.tracking,
         )
         recovery.tracker = self.tracker
+        recovery.backend = backend
         self.calls = Calls(storage_url=self.storage_url, tracking_uri=self.tracker.tracking_uri)
         self.device = runtime.device_description()
         self.worker = worker_id()
@@ -165,11 +168,20 @@ class _Sweep:
                 sampled = self.space.suggest(trial)
                 # A bad combination is a config error: fatal, not a failed trial.
                 params = Params.resolve({**self.space.fixed, **sampled}, sampled=sampled)
+                if len(asked_again) < MAX_ASK_AGAIN and self._ask_again(trial, params):
+                    asked_again.append(trial.number)
+                    pending.clear()
+                    return "again", None
                 record_params(trial, params)
                 return "go", (trial, params)
 
+        asked_again: list[int] = []
         while True:
             action, value = self.calls.storage(attempt)
+            if action == "again":
+                continue
+            if asked_again:
+                log.info("the sampler repeated visited params %d time(s); asked again", len(asked_again))
             if action == "go":
                 return value  # type: ignore[return-value]
             if action == "stop":
@@ -178,6 +190,33 @@ class _Sweep:
                 self.progress.message(f"waiting: {value} (one may still fail and need a retry)")
                 waiting_said = True
             time.sleep(WAIT_POLL_SECONDS)
+
+    def _ask_again(self, trial: optuna.Trial, params: Params) -> bool:
+        """Close ``trial`` and ask again when it repeats a visited point while unvisited ones remain.
+
+        A repeat is reused (its value, no training) only once the space has nothing unvisited
+        left; an enqueued trial (a retry, a warm start) is never asked again.
+        """
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        if "fixed_params" in trials[trial.number].system_attrs:
+            return False
+        seen = {
+            t.user_attrs.get(ATTR_PARAMS_KEY): t.number
+            for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.RUNNING) and t.number != trial.number
+        }
+        seen.pop(None, None)
+        if params.key not in seen:
+            return False
+        size = space_size(self.space)
+        if size is not None and len(seen) >= size:
+            return False
+        trial.set_user_attr(ATTR_RESAMPLED, seen[params.key])
+        self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        log.info("trial %d repeats trial %d's params: closed, asking the sampler again", trial.number, seen[params.key])
+        return True
 
     def _decide(self, started: float) -> Decision:
         trials = self.study.get_trials(deepcopy=False)
@@ -201,7 +240,7 @@ class _Sweep:
 
     @staticmethod
     def _last_failure(trials: list[optuna.trial.FrozenTrial]) -> str:
-        failed = [t for t in trials if t.state.name == "FAIL"]
+        failed = [t for t in trials if t.state.name == "FAIL" and ATTR_RESAMPLED not in t.user_attrs]
         return str(failed[-1].user_attrs.get(ATTR_FAIL_REASON, "unknown")) if failed else "unknown"
 
     def _ask(self) -> optuna.Trial:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from mnist_sweep.contract import (
+    ATTR_FAIL_REASON,
     ATTR_RUN_ID,
     ATTR_WORKER,
     ROLE_STUDY,
@@ -52,6 +53,8 @@ class TrialRecovery:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._requeue = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self.tracker: Tracker | None = None
+        self.backend: optuna.storages.BaseStorage | None = None
+        """The study's storage, to record a dead trial's reason before it is failed."""
         self.recovered: list[int] = []
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -82,6 +85,16 @@ class TrialRecovery:
             self.tracker.end_run(run_id, status)
         log.warning("trial %d: %s; marked FAIL and queued again", trial.number, reason)
 
+    def _record_reason(self, study: optuna.Study, number: int, reason: str) -> None:
+        if self.backend is None:
+            return
+        try:
+            study_id = self.backend.get_study_id_from_name(study.study_name)
+            trial_id = self.backend.get_trial_id_from_study_id_trial_number(study_id, number)
+            self.backend.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
+        except Exception as exc:  # finished meanwhile: the MLflow tag still says why
+            log.debug("trial %d: could not record why it failed: %s", number, describe(exc))
+
     def fail_dead_local_workers(
         self, study: optuna.Study, *, only: Collection[str] | None = None, status: str = "FAILED"
     ) -> list[int]:
@@ -99,14 +112,11 @@ class TrialRecovery:
                     continue
             elif local_worker_alive(worker) is not False:
                 continue
+            reason = f"its worker {worker} died (its process is gone on this machine)"
+            self._record_reason(study, t.number, reason)
             frozen = study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             if frozen.state == TrialState.FAIL:
-                self.handle(
-                    study,
-                    frozen,
-                    reason=f"its worker {worker} died (its process is gone on this machine)",
-                    status=status,
-                )
+                self.handle(study, frozen, reason=reason, status=status)
                 failed.append(t.number)
         return failed
 

@@ -11,6 +11,7 @@ from mnist_sweep.contract import (
     ATTR_FAIL_REASON,
     ATTR_HISTORY,
     ATTR_PARAMS,
+    ATTR_RESAMPLED,
     ATTR_RUN_ID,
     ATTR_TEST_ACCURACY,
 )
@@ -74,6 +75,8 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
     out = []
     for t in trials:
         attrs = t.user_attrs
+        if ATTR_RESAMPLED in attrs:  # a sampler's repeat, closed at once and asked again: no trial
+            continue
         history = attrs.get(ATTR_HISTORY) or []
         seconds = t.duration.total_seconds() if t.duration else None
         note = attrs.get(ATTR_FAIL_REASON) or ""

@@ -7,12 +7,15 @@ account for trials still running in other workers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import types
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mnist_sweep.contract import ATTR_DATASET, ATTR_OBJECTIVE_METRIC, ATTR_QUESTION, ATTR_SPACE_FILE
 from mnist_sweep.errors import ConfigError, MnistSweepError, StorageError, first_line
-from mnist_sweep.stores import open_storage, redact_url, storage_kind
+from mnist_sweep.stores import open_storage, redact_url, storage_kind, worker_id
 
 if TYPE_CHECKING:
     import optuna
@@ -33,23 +36,65 @@ def create_or_load_study(
     return study
 
 
-def _make_sampler(space: SearchSpace, *, shared: bool, worker: bool) -> optuna.samplers.BaseSampler:
-    """The file's sampler; TPE with ``constant_liar`` on a shared storage unless the file says.
+def sampler_seed(seed: int | None, *, created: int, worker: str | None = None) -> int | None:
+    """This invocation's sampler seed: the file's on a new study, else derived from the study's state.
 
-    Workers reseed it (as Optuna does for ``n_jobs > 1``): with one seed, every worker would
-    draw the same sequence and train the same params.
+    Every invocation used to seed its sampler with the file's ``seed``, so a resumed study
+    replayed its random stream from the start and drew the trials it had already run. Mixing
+    in how many trials the study holds makes a resume draw new points while the same commands
+    on a fresh storage still give the same trials; a worker also mixes in its identity, so
+    workers starting together draw different points. An unseeded file stays unseeded.
     """
-    import types
-    from dataclasses import replace
+    if seed is None:
+        return None
+    if created == 0 and worker is None:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{created}:{worker or ''}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def make_sampler(
+    space: SearchSpace, *, shared: bool, created: int = 0, worker: str | None = None
+) -> optuna.samplers.BaseSampler:
+    """The file's sampler, seeded for this invocation (:func:`sampler_seed`).
+
+    TPE gets ``constant_liar`` on a shared storage unless the file says. QMC keeps the file's
+    seed, because Optuna stores its position in the sequence per seed and continues it; only
+    its independent sampler (categorical params) is reseeded. Grid is exact already.
+    """
+    import optuna
 
     config = space.sampler
-    if shared and config.name == "tpe" and "constant_liar" not in config.options:
-        options = types.MappingProxyType({**config.options, "constant_liar": True})
-        space = replace(space, sampler=replace(config, options=options))
-    sampler = space.make_sampler()
-    if worker:
-        sampler.reseed_rng()
-    return sampler
+    options = dict(config.options)
+    if shared and config.name == "tpe" and "constant_liar" not in options:
+        options["constant_liar"] = True
+    seed = sampler_seed(config.seed, created=created, worker=worker)
+    if config.name == "qmc":
+        if "independent_sampler" not in options:
+            options["independent_sampler"] = optuna.samplers.RandomSampler(seed=seed)
+        seed = config.seed
+    elif config.name == "grid" and worker is None:
+        seed = config.seed
+    return replace(space, sampler=replace(config, seed=seed, options=types.MappingProxyType(options))).make_sampler()
+
+
+def space_size(space: SearchSpace) -> int | None:
+    """How many distinct param sets ``space`` can sample (an upper bound); None when unbounded."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    total = 1
+    for param in space.params:
+        d = param.distribution
+        if isinstance(d, CategoricalDistribution):
+            count = len(d.choices)
+        elif isinstance(d, IntDistribution):
+            count = (d.high - d.low) // d.step + 1
+        elif isinstance(d, FloatDistribution) and d.step is not None:
+            count = round((d.high - d.low) / d.step) + 1
+        else:
+            return None
+        total *= count ** (64 if param.per_layer else 1)
+    return total
 
 
 def open_study(
@@ -71,7 +116,7 @@ def open_study(
             study = optuna.create_study(
                 study_name=space.study_name,
                 storage=backend,
-                sampler=_make_sampler(space, shared=shared, worker=worker),
+                sampler=make_sampler(space, shared=shared),
                 pruner=space.make_pruner(),
                 direction=space.objective.direction,
                 load_if_exists=True,
@@ -80,6 +125,9 @@ def open_study(
             raise
         except Exception as exc:
             raise StorageError(f"storage {redact_url(storage)}: {first_line(exc)}") from None
+    created = len(study.get_trials(deepcopy=False))
+    if created or worker:
+        study.sampler = make_sampler(space, shared=shared, created=created, worker=worker_id() if worker else None)
     wanted = (
         optuna.study.StudyDirection.MAXIMIZE
         if space.objective.direction == "maximize"

@@ -181,7 +181,7 @@ class _Supervisor:
     def _run(self) -> SweepResult:
         from mnist_sweep import __version__
         from mnist_sweep.display import Progress
-        from mnist_sweep.stores import redact_url, with_retry
+        from mnist_sweep.stores import open_storage, redact_url, with_retry
         from mnist_sweep.sweep._calls import RESUME_HINT, Calls
         from mnist_sweep.sweep._parent import ParentRun
         from mnist_sweep.sweep._recovery import end_dead_parents
@@ -199,6 +199,7 @@ class _Supervisor:
             enabled=options.tracking,
         )
         self.recovery.tracker = tracker
+        self.recovery.backend = with_retry(lambda: open_storage(self.storage), what=what)
         with_retry(tracker.check, what=f"tracking server {redact_url(tracker.tracking_uri)}", error=TrackingError)
         threads = os.environ.get("MNIST_SWEEP_THREADS") or str(threads_per_worker(self.workers))
         progress = Progress(total=space.budget.n_trials, quiet=options.quiet)
