@@ -99,7 +99,12 @@ def test_two_workers_started_together_draw_distinct_first_trials(tmp_path: Path)
     storage = f"journal:///{tmp_path / 'study.log'}"
     space = "  learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}\n"
     path = write_space(tmp_path, n_trials=2, sampler="tpe", fixed="{epochs: 1, batch_size: 64, width: 16}", space=space)
-    args = cli_command("worker", str(path), "--storage", storage, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    tracking = f"sqlite:///{tmp_path / 'm.db'}"
+    from mlflow import MlflowClient
+
+    # Two processes migrating one new MLflow SQLite file at once race in alembic: create it first.
+    MlflowClient(tracking).search_experiments()
+    args = cli_command("worker", str(path), "--storage", storage, "--tracking-uri", tracking)
     procs = [
         subprocess.Popen(args, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
