@@ -634,7 +634,7 @@ def test_with_overrides_rejects_bad_flags(kwargs: dict[str, Any], message: str) 
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, mnist_sweep.space; "
+        "import sys, mnist_sweep.config._space; "
         "heavy = [m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules]; "
         "print(heavy); sys.exit(bool(heavy))"
     )

@@ -58,6 +58,32 @@ from mnist_sweep.config._space import (  # moves to config/ (nightly schema)
     _load_yaml,
     _show,
 )
+from mnist_sweep.contract import (
+    ATTR_HISTORY,
+    ATTR_NIGHTLY_DATE,
+    ATTR_NIGHTLY_JOB,
+    ATTR_NIGHTLY_PROMOTION,
+    ATTR_NIGHTLY_WARM_START,
+    ATTR_PARENT_RUN,
+    ATTR_TEST_ACCURACY,
+    ATTR_WARM_START_SOURCE,
+    NIGHT_DONE,
+    NIGHT_PROMOTING,
+    NIGHT_REPORTING,
+    NIGHT_SWEEPING,
+    ROLE_NIGHTLY,
+    TAG_DATASET,
+    TAG_MODEL_URI,
+    TAG_NIGHT,
+    TAG_NIGHT_PROMOTION,
+    TAG_NIGHT_REPORTED,
+    TAG_NIGHT_STATE,
+    TAG_NIGHTLY_JOB,
+    TAG_ROLE,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+)
 from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError
 from mnist_sweep.model import PER_LAYER_WIDTH
 
@@ -109,17 +135,6 @@ DEFAULT_PROMOTION = {
 _ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
-# Study user attributes (Optuna storage) and run tags (MLflow) this module owns.
-ATTR_JOB = "nightly_job"
-ATTR_DATE = "nightly_date"
-ATTR_WARM_START = "nightly_warm_start"
-ATTR_PROMOTION = "nightly_promotion"
-TAG_NIGHT = "mnist_sweep.night"
-TAG_JOB = "mnist_sweep.nightly_job"
-TAG_ROLE = "mnist_sweep.role"
-TAG_STATE = "mnist_sweep.night_state"
-TAG_PROMOTION = "mnist_sweep.night_promotion"
-TAG_REPORTED = "mnist_sweep.night_reported"
 REPORT_DIR = "report"
 
 
@@ -564,28 +579,28 @@ class _Night:
         run_id = self._find_night_run()
         tags = {
             TAG_NIGHT: self.night.isoformat(),
-            TAG_JOB: self.config.name,
-            TAG_ROLE: "nightly",
-            "mnist_sweep.dataset": self.config.dataset,
-            "mnist_sweep.storage": self.result.storage,
+            TAG_NIGHTLY_JOB: self.config.name,
+            TAG_ROLE: ROLE_NIGHTLY,
+            TAG_DATASET: self.config.dataset,
+            TAG_STORAGE: self.result.storage,
         }
         with self.tracker.run(name=f"nightly {self.night}", tags=tags, run_id=run_id) as night_run:
             self.result.run_id = night_run.run_id or None
             if run_id is None:
                 night_run.log_text(self.config.text, f"config/{Path(self.config.source).name or 'nightly.yaml'}")
-            night_run.set_tags({TAG_STATE: "sweeping"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_SWEEPING})
             for space in self.config.spaces:
                 self.result.studies.append(self._sweep(space, night_run))
             self.lock.check()
-            night_run.set_tags({TAG_STATE: "promoting"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_PROMOTING})
             for entry in self.result.studies:
                 self._promote(entry)
             self.lock.check()
-            night_run.set_tags({TAG_STATE: "reporting"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_REPORTING})
             self._report(night_run, reused=run_id is not None)
             self.lock.check()
             self._retention()
-            night_run.set_tags({TAG_STATE: "done"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_DONE})
 
     def _mlflow(self, what: str, call: Callable[[], _T]) -> _T:
         """``call()`` against the tracking store: retried while unreachable, errors in one line."""
@@ -606,7 +621,9 @@ class _Night:
             "finding the night's run",
             lambda: client.search_runs(
                 [self.tracker.experiment_id],
-                filter_string=f"tags.`{TAG_NIGHT}` = '{self.night.isoformat()}' and tags.`{TAG_ROLE}` = 'nightly'",
+                filter_string=(
+                    f"tags.`{TAG_NIGHT}` = '{self.night.isoformat()}' and tags.`{TAG_ROLE}` = '{ROLE_NIGHTLY}'"
+                ),
                 max_results=10,
             ),
         )
@@ -619,7 +636,6 @@ class _Night:
     # --- sweep ---------------------------------------------------------------------------
 
     def _sweep(self, space: SearchSpace, night_run: RunHandle | NullRun) -> NightStudy:
-        from mnist_sweep.contract import ATTR_PARENT_RUN
         from mnist_sweep.sweep import (
             SweepOptions,
             create_or_load_study,
@@ -635,12 +651,12 @@ class _Night:
         existed = _study_exists(self.storage, name)
         study = create_or_load_study(night_space, self.storage)
         entry = NightStudy(space=space.source, study_name=name, created=not existed)
-        if study.user_attrs.get(ATTR_JOB) != self.config.name:
-            study.set_user_attr(ATTR_JOB, self.config.name)
-            study.set_user_attr(ATTR_DATE, self.night.isoformat())
-        if ATTR_WARM_START not in study.user_attrs:
+        if study.user_attrs.get(ATTR_NIGHTLY_JOB) != self.config.name:
+            study.set_user_attr(ATTR_NIGHTLY_JOB, self.config.name)
+            study.set_user_attr(ATTR_NIGHTLY_DATE, self.night.isoformat())
+        if ATTR_NIGHTLY_WARM_START not in study.user_attrs:
             entry.warm_start = self._warm_start(study, space)
-            study.set_user_attr(ATTR_WARM_START, entry.warm_start)
+            study.set_user_attr(ATTR_NIGHTLY_WARM_START, entry.warm_start)
             self.say(f"{name}: new study, {len(entry.warm_start)} warm-start trial(s) enqueued")
         study_run = study.user_attrs.get(ATTR_PARENT_RUN)
         if not study_run and night_run.run_id:
@@ -723,7 +739,7 @@ class _Night:
             if not sampled or sampled in seen:
                 continue
             seen.append(sampled)
-            study.enqueue_trial(sampled, user_attrs={"warm_start": source}, skip_if_exists=True)
+            study.enqueue_trial(sampled, user_attrs={ATTR_WARM_START_SOURCE: source}, skip_if_exists=True)
             enqueued.append({"source": source, "params": sampled})
         return enqueued
 
@@ -743,16 +759,16 @@ class _Night:
         if best:
             entry.best_trial = best[0].number
             entry.best_value = best[0].value
-            entry.best_test_accuracy = best[0].user_attrs.get("test_accuracy")
+            entry.best_test_accuracy = best[0].user_attrs.get(ATTR_TEST_ACCURACY)
         if not entry.warm_start:
-            entry.warm_start = list(study.user_attrs.get(ATTR_WARM_START) or [])
+            entry.warm_start = list(study.user_attrs.get(ATTR_NIGHTLY_WARM_START) or [])
 
     # --- promotion -------------------------------------------------------------------------
 
     def _promote(self, entry: NightStudy) -> None:
         study = _load_existing(self.storage, entry.study_name)
         assert study is not None
-        recorded = study.user_attrs.get(ATTR_PROMOTION)
+        recorded = study.user_attrs.get(ATTR_NIGHTLY_PROMOTION)
         if recorded is not None:
             entry.promotion = dict(recorded)
             self.say(f"{entry.study_name}: promotion already decided: {_describe_promotion(entry.promotion)}")
@@ -766,7 +782,7 @@ class _Night:
             data_dir=self.options.data_dir,
         )
         decision["decided_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        study.set_user_attr(ATTR_PROMOTION, decision)
+        study.set_user_attr(ATTR_NIGHTLY_PROMOTION, decision)
         entry.promotion = decision
         entry.promotion_now = True
         self.say(f"{entry.study_name}: {_describe_promotion(decision)}")
@@ -779,7 +795,7 @@ class _Night:
         changed = any(s.trials_run or s.promotion_now for s in self.result.studies)
         run_id = night_run.run_id
         run = self._mlflow("reading the night's run", lambda: self.tracker.client.get_run(run_id))
-        if reused and not changed and run.data.tags.get(TAG_REPORTED) == "true":
+        if reused and not changed and run.data.tags.get(TAG_NIGHT_REPORTED) == "true":
             self.say("nothing new tonight since the last report; report kept")
             self.result.report_logged = False
             return
@@ -788,7 +804,7 @@ class _Night:
         promotion_tag = "; ".join(
             f"{s.study_name}: {_describe_promotion(s.promotion)}" for s in self.result.studies if s.promotion
         )
-        night_run.set_tags({TAG_PROMOTION: promotion_tag[:5000] or "no decision"})
+        night_run.set_tags({TAG_NIGHT_PROMOTION: promotion_tag[:5000] or "no decision"})
         from mnist_sweep.tracking import scratch_dir
 
         with scratch_dir() as tmp:
@@ -802,7 +818,7 @@ class _Night:
             )
             for path in files:
                 night_run.log_file(path, REPORT_DIR)
-        night_run.set_tags({TAG_REPORTED: "true"})
+        night_run.set_tags({TAG_NIGHT_REPORTED: "true"})
         self.result.report_logged = True
         self.say(f"report logged to MLflow run {night_run.run_id} ({REPORT_DIR}/report.html)")
 
@@ -833,7 +849,9 @@ class _Night:
             "reading earlier nights",
             lambda: self.tracker.client.search_runs(
                 [self.tracker.experiment_id],
-                filter_string=f"tags.`{TAG_ROLE}` = 'nightly' and tags.`{TAG_JOB}` = '{self.config.name}'",
+                filter_string=(
+                    f"tags.`{TAG_ROLE}` = '{ROLE_NIGHTLY}' and tags.`{TAG_NIGHTLY_JOB}` = '{self.config.name}'"
+                ),
                 max_results=5000,
             ),
         )
@@ -855,10 +873,10 @@ class _Night:
                 continue
             space = entry.study_name.removesuffix(f"-{self.night.isoformat()}").removeprefix(f"{self.config.name}-")
             for trial in study.get_trials(deepcopy=False):
-                history = trial.user_attrs.get("history")
+                history = trial.user_attrs.get(ATTR_HISTORY)
                 if history:
                     label = f"{space} #{trial.number}" if several else f"trial {trial.number}"
-                    if trial.user_attrs.get("warm_start"):
+                    if trial.user_attrs.get(ATTR_WARM_START_SOURCE):
                         label += " (warm start)"
                     curves[label] = list(history)
         return curves
@@ -956,9 +974,9 @@ def _night_studies(storage: str, job: str) -> list[tuple[str, dt.date]]:
 
     out = []
     for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
-        if summary.user_attrs.get(ATTR_JOB) != job:
+        if summary.user_attrs.get(ATTR_NIGHTLY_JOB) != job:
             continue
-        night = summary.user_attrs.get(ATTR_DATE)
+        night = summary.user_attrs.get(ATTR_NIGHTLY_DATE)
         if isinstance(night, str) and _DATE.match(night) and summary.study_name.endswith(f"-{night}"):
             out.append((summary.study_name, dt.date.fromisoformat(night)))
     return out
@@ -997,7 +1015,7 @@ def delete_old_trial_runs(tracker: Tracker, *, job: str, night: dt.date, keep: i
     runs = _every_page(
         lambda token: client.search_runs(
             [tracker.experiment_id],
-            filter_string="tags.`mnist_sweep.trial_number` != ''",
+            filter_string=f"tags.`{TAG_TRIAL_NUMBER}` != ''",
             max_results=1000,
             page_token=token,
         )
@@ -1005,10 +1023,10 @@ def delete_old_trial_runs(tracker: Tracker, *, job: str, night: dt.date, keep: i
     deleted = 0
     for run in runs:
         tags = run.data.tags
-        match = pattern.match(tags.get("mnist_sweep.study", ""))
+        match = pattern.match(tags.get(TAG_STUDY, ""))
         if match is None or (night - dt.date.fromisoformat(match.group(1))).days < keep:
             continue
-        model_uri = tags.get("mnist_sweep.model_uri", "")
+        model_uri = tags.get(TAG_MODEL_URI, "")
         model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
         if run.info.run_id in registered_runs or (model_id is not None and model_id in registered_models):
             continue

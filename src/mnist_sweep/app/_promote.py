@@ -31,6 +31,30 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__
+from mnist_sweep.contract import (
+    ATTR_TRACKING_URI,
+    GATE_PASSED,
+    TAG_DATA_SHA256,
+    TAG_DATASET,
+    TAG_GATE,
+    TAG_GATE_RULE,
+    TAG_GIT_COMMIT,
+    TAG_MODEL_URI,
+    TAG_OBJECTIVE,
+    TAG_OBJECTIVE_VALUE,
+    TAG_PARAMS,
+    TAG_PREFIX,
+    TAG_PREVIOUS_TEST_ACCURACY,
+    TAG_PREVIOUS_VERSION,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_SUPERSEDED_BY,
+    TAG_TEST_ACCURACY,
+    TAG_TEST_CORRECT,
+    TAG_TEST_IMAGES,
+    TAG_TRIAL_NUMBER,
+    TAG_VERSION,
+)
 from mnist_sweep.errors import ConfigError, MnistSweepError, TrackingError
 
 if TYPE_CHECKING:
@@ -47,8 +71,6 @@ DEFAULT_ALIAS = "champion"
 DEFAULT_MIN_IMPROVEMENT = 0.001
 GATE_METRIC = "test accuracy"
 MAX_ALIAS_ROUNDS = 10
-TAG = "mnist_sweep."
-GATE_PASSED = "passed"
 _MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 # Keras warns when a saved optimizer's state does not match a fresh one; the loaded models
 # only predict, so the optimizer state is irrelevant here.
@@ -309,11 +331,11 @@ def current_champion(
         return None
     tags = dict(holder.tags or {})
     try:
-        params = json.loads(tags.get(TAG + "params", "{}"))
+        params = json.loads(tags.get(TAG_PARAMS, "{}"))
     except ValueError:
         params = {}
     try:
-        accuracy: float | None = float(tags[TAG + "test_accuracy"])
+        accuracy: float | None = float(tags[TAG_TEST_ACCURACY])
     except (KeyError, ValueError):
         accuracy = None
     return Champion(
@@ -347,9 +369,9 @@ def resolve_model(model_uri: str, *, tracking_uri: str | None = None) -> Resolve
         run_id = model_uri.removeprefix("runs:/").strip("/").split("/", 1)[0]
         if not run_id:
             raise ModelMissing(f"{model_uri}: no run id; {expected}")
-        logged = _run_tags(run_id, uri, model_uri).get(TAG + "model_uri")
+        logged = _run_tags(run_id, uri, model_uri).get(TAG_MODEL_URI)
         if not logged:
-            raise ModelMissing(f"{model_uri}: run {run_id} logged no model (no {TAG}model_uri tag)")
+            raise ModelMissing(f"{model_uri}: run {run_id} logged no model (no {TAG_MODEL_URI} tag)")
         return _replace_uri(resolve_model(logged, tracking_uri=uri), model_uri)
     if not model_uri.startswith("models:/"):
         return ResolvedModel(uri=model_uri, artifact_uri=model_uri)
@@ -486,7 +508,7 @@ def promote(
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     storage_url = resolve_storage(storage, uri)
     study = load_study(study_name, storage_url)
-    candidate = _candidate(best_of(study), uri, study.user_attrs.get("mlflow_tracking_uri"))
+    candidate = _candidate(best_of(study), uri, study.user_attrs.get(ATTR_TRACKING_URI))
     registry = _Registry(uri)
     start_number = registry.latest_number(model_name)
     holder = registry.holder(model_name, alias)
@@ -534,7 +556,7 @@ def promote(
     )
     if str(final.version) == str(version.version):
         return outcome("promoted", **common, version=str(version.version))
-    registry.set_tag(model_name, str(version.version), TAG + "superseded_by", str(final.version))
+    registry.set_tag(model_name, str(version.version), TAG_SUPERSEDED_BY, str(final.version))
     return outcome(
         "superseded",
         **{**common, "champion": final_score},
@@ -588,12 +610,12 @@ def _settle_alias(
 def _recorded_score(version: ModelVersion, dataset: str, sha256: str) -> Score | None:
     """The gate score a promotion recorded on ``version``, if it was measured on the same data."""
     tags = version.tags or {}
-    if tags.get(TAG + "gate") != GATE_PASSED or tags.get(TAG + "dataset") != dataset:
+    if tags.get(TAG_GATE) != GATE_PASSED or tags.get(TAG_DATASET) != dataset:
         return None
-    if tags.get(TAG + "data_sha256") != sha256:
+    if tags.get(TAG_DATA_SHA256) != sha256:
         return None
     try:
-        return Score(correct=int(tags[TAG + "test_correct"]), total=int(tags[TAG + "test_images"]))
+        return Score(correct=int(tags[TAG_TEST_CORRECT]), total=int(tags[TAG_TEST_IMAGES]))
     except (KeyError, ValueError):
         return None
 
@@ -624,10 +646,10 @@ def _candidate(best: BestTrial, tracking_uri: str, study_tracking_uri: str | Non
                 f"{who}: its MLflow run {best.model_run_id} is not in {tracking_uri}; "
                 f"pass the --tracking-uri the study logged to{hint}"
             ) from None
-    dataset = best.dataset or tags.get(TAG + "dataset")
+    dataset = best.dataset or tags.get(TAG_DATASET)
     if not dataset:
         raise ModelMissing(f"{who}: neither the study nor its run records the dataset")
-    run_dataset = tags.get(TAG + "dataset")
+    run_dataset = tags.get(TAG_DATASET)
     if run_dataset and run_dataset != dataset:
         raise DatasetMismatch(f"{who}: the study says {dataset}, its MLflow run says {run_dataset}")
     return _Candidate(best=best, model_uri=best.model_uri, run_id=best.model_run_id, dataset=dataset, run_tags=tags)
@@ -638,7 +660,7 @@ def _check_dataset(holder: ModelVersion, candidate: _Candidate, name: str, alias
     target = f"{name}@{alias} (version {holder.version})"
     if held is None:
         raise DatasetMismatch(
-            f"refused: {target} records no dataset (version tag {TAG}dataset), so it cannot be compared with "
+            f"refused: {target} records no dataset (version tag {TAG_DATASET}), so it cannot be compared with "
             f"a {candidate.dataset} model; tag it, or promote under another --model-name"
         )
     if held != candidate.dataset:
@@ -654,7 +676,7 @@ def _test_set(candidate: _Candidate, data_dir: str | None) -> _TestSet:
     from mnist_sweep.model import load_raw
 
     raw = load_raw(candidate.dataset, data_dir)
-    trained_on = candidate.run_tags.get(TAG + "data_sha256")
+    trained_on = candidate.run_tags.get(TAG_DATA_SHA256)
     if trained_on and trained_on != raw.sha256:
         log.warning(
             "study %r trial %d was trained on %s data with SHA-256 %s; evaluating on %s (SHA-256 %s)",
@@ -688,27 +710,27 @@ def _version_tags(
     best = candidate.best
     run = candidate.run_tags
     tags = {
-        "study": best.study,
-        "trial_number": str(best.number),
-        "storage": redact_url(storage),
-        "params": json.dumps(dict(best.params), sort_keys=True, default=str),
-        "objective": f"{best.direction} {best.metric}",
-        "objective_value": repr(best.value),
-        **{name: repr(value) for name, value in best.validation.items()},
-        "test_accuracy": repr(score.accuracy),
-        "test_correct": str(score.correct),
-        "test_images": str(score.total),
-        "dataset": candidate.dataset,
-        "data_sha256": test.sha256,
-        "version": run.get(TAG + "version") or __version__,
-        "git_commit": run.get(TAG + "git_commit") or git_commit() or "unknown",
-        "gate": GATE_PASSED,
-        "gate_rule": f"{GATE_METRIC} >= alias holder's + {min_improvement:g}",
-        "previous_version": str(holder.version) if holder is not None else "none",
+        TAG_STUDY: best.study,
+        TAG_TRIAL_NUMBER: str(best.number),
+        TAG_STORAGE: redact_url(storage),
+        TAG_PARAMS: json.dumps(dict(best.params), sort_keys=True, default=str),
+        TAG_OBJECTIVE: f"{best.direction} {best.metric}",
+        TAG_OBJECTIVE_VALUE: repr(best.value),
+        **{TAG_PREFIX + name: repr(value) for name, value in best.validation.items()},
+        TAG_TEST_ACCURACY: repr(score.accuracy),
+        TAG_TEST_CORRECT: str(score.correct),
+        TAG_TEST_IMAGES: str(score.total),
+        TAG_DATASET: candidate.dataset,
+        TAG_DATA_SHA256: test.sha256,
+        TAG_VERSION: run.get(TAG_VERSION) or __version__,
+        TAG_GIT_COMMIT: run.get(TAG_GIT_COMMIT) or git_commit() or "unknown",
+        TAG_GATE: GATE_PASSED,
+        TAG_GATE_RULE: f"{GATE_METRIC} >= alias holder's + {min_improvement:g}",
+        TAG_PREVIOUS_VERSION: str(holder.version) if holder is not None else "none",
     }
     if champion is not None:
-        tags["previous_test_accuracy"] = repr(champion.accuracy)
-    return {TAG + key: value for key, value in tags.items()}
+        tags[TAG_PREVIOUS_TEST_ACCURACY] = repr(champion.accuracy)
+    return tags
 
 
 def _description(
@@ -734,7 +756,7 @@ def _description(
 
 
 def _version_dataset(version: ModelVersion, tracking_uri: str) -> str | None:
-    dataset = (version.tags or {}).get(TAG + "dataset")
+    dataset = (version.tags or {}).get(TAG_DATASET)
     if dataset:
         return str(dataset)
     return _run_dataset(version.run_id, tracking_uri) if version.run_id else None
@@ -742,7 +764,7 @@ def _version_dataset(version: ModelVersion, tracking_uri: str) -> str | None:
 
 def _run_dataset(run_id: str, tracking_uri: str) -> str | None:
     try:
-        return _run_tags_strict(run_id, tracking_uri).get(TAG + "dataset")
+        return _run_tags_strict(run_id, tracking_uri).get(TAG_DATASET)
     except TrackingError:
         return None
 

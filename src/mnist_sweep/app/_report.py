@@ -23,6 +23,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_sweep.contract import (
+    ATTR_DATASET,
+    ATTR_EXPERIMENT,
+    ATTR_HISTORY,
+    ATTR_MODEL_URI,
+    ATTR_OBJECTIVE_METRIC,
+    ATTR_PARENT_RUN,
+    ATTR_QUESTION,
+    ATTR_SPACE_FILE,
+)
 from mnist_sweep.errors import MnistSweepError
 
 if TYPE_CHECKING:
@@ -171,7 +181,7 @@ def _read_study(study: optuna.Study) -> _Study:
             else:
                 numeric.setdefault(name, dist)
         attrs = frozen.user_attrs
-        history = [dict(h) for h in attrs.get("history") or [] if isinstance(h, Mapping)]
+        history = [dict(h) for h in attrs.get(ATTR_HISTORY) or [] if isinstance(h, Mapping)]
         trials.append(
             _Trial(
                 number=frozen.number,
@@ -184,16 +194,16 @@ def _read_study(study: optuna.Study) -> _Study:
                 seconds=summary.seconds,
                 note=summary.note,
                 run_id=summary.run_id,
-                model_uri=attrs.get("model_uri") or None,
+                model_uri=attrs.get(ATTR_MODEL_URI) or None,
             )
         )
     attrs = study.user_attrs
     return _Study(
         name=study.study_name,
-        metric=str(attrs.get("objective_metric") or "objective"),
+        metric=str(attrs.get(ATTR_OBJECTIVE_METRIC) or "objective"),
         maximize=study.directions[0] == optuna.study.StudyDirection.MAXIMIZE,
-        dataset=str(attrs.get("dataset") or "mnist"),
-        question=str(attrs.get("question") or ""),
+        dataset=str(attrs.get(ATTR_DATASET) or "mnist"),
+        question=str(attrs.get(ATTR_QUESTION) or ""),
         trials=tuple(trials),
         categorical=categorical,
         numeric=numeric,
@@ -459,7 +469,7 @@ def build_report(
         caption = ""
     findings = _findings(s)
     answer = " ".join(findings)
-    if log_to_mlflow and not s.attrs.get("mlflow_parent_run_id"):
+    if log_to_mlflow and not s.attrs.get(ATTR_PARENT_RUN):
         notes.append("MLflow: the study has no parent run (it ran without tracking); the report was not logged.")
     page = _render_report(
         s,
@@ -557,7 +567,7 @@ def _data_limit(s: _Study, best: _Trial, *, tracking_uri: str | None) -> tuple[i
         else:
             if value is not None:
                 return (int(value), "as the trial's MLflow run recorded") if value.isdigit() else (None, "")
-    space_file = s.attrs.get("space_file")
+    space_file = s.attrs.get(ATTR_SPACE_FILE)
     if space_file and Path(space_file).is_file():
         from mnist_sweep.config import load_space
 
@@ -573,7 +583,7 @@ def _log_report(
 ) -> str | None:
     from mnist_sweep.tracking import existing_run, log_files
 
-    run_id = s.attrs.get("mlflow_parent_run_id")
+    run_id = s.attrs.get(ATTR_PARENT_RUN)
     if not run_id:
         return None
     try:
@@ -666,11 +676,11 @@ def _render_report(
         body.append('<section id="notes"><h2>Left out</h2><ul class="notes">')
         body += [f"<li>{e(n)}</li>" for n in notes]
         body.append("</ul></section>")
-    parent = s.attrs.get("mlflow_parent_run_id")
+    parent = s.attrs.get(ATTR_PARENT_RUN)
     body.append(
         "<footer>Made by <code>mnist-sweep report</code>. "
         + (
-            f"MLflow experiment <code>{e(str(s.attrs.get('mlflow_experiment', '')))}</code>, parent run "
+            f"MLflow experiment <code>{e(str(s.attrs.get(ATTR_EXPERIMENT, '')))}</code>, parent run "
             f"<code>{e(str(parent))}</code> (browse with <code>mnist-sweep ui</code>). "
             if parent
             else ""

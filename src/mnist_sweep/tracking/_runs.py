@@ -22,6 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__
+from mnist_sweep.contract import (
+    TAG_DATA_SHA256,
+    TAG_DEVICE,
+    TAG_GIT_COMMIT,
+    TAG_HOST,
+    TAG_MODEL_URI,
+    TAG_SEED,
+    TAG_VERSION,
+)
 from mnist_sweep.errors import ConfigError, TrackingError
 
 if TYPE_CHECKING:
@@ -33,7 +42,6 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
-TAG_PREFIX = "mnist_sweep."
 MODEL_ARTIFACT = "model"
 # Explicit requirements: inferring them costs ~5 s per logged model (see PITFALLS.md).
 MODEL_REQUIREMENTS = ("tensorflow", "keras", "numpy")
@@ -83,11 +91,11 @@ def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
     import tensorflow as tf
 
     tags = {
-        "mnist_sweep.version": __version__,
-        "mnist_sweep.data_sha256": data_sha256,
-        "mnist_sweep.seed": str(seed),
-        "mnist_sweep.device": device,
-        "mnist_sweep.host": platform.node(),
+        TAG_VERSION: __version__,
+        TAG_DATA_SHA256: data_sha256,
+        TAG_SEED: str(seed),
+        TAG_DEVICE: device,
+        TAG_HOST: platform.node(),
         "versions.tensorflow": tf.__version__,
         "versions.keras": keras.__version__,
         "versions.optuna": optuna.__version__,
@@ -96,7 +104,7 @@ def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
     }
     commit = git_commit()
     if commit:
-        tags["mnist_sweep.git_commit"] = commit
+        tags[TAG_GIT_COMMIT] = commit
     return tags
 
 
@@ -203,7 +211,7 @@ class RunHandle:
                 pip_requirements=list(_pinned_requirements()),
                 run_id=self.run_id,  # passed through to Model.log: no fluent active run needed
             )
-        self.set_tags({"mnist_sweep.model_uri": info.model_uri})
+        self.set_tags({TAG_MODEL_URI: info.model_uri})
         return str(info.model_uri)
 
     @property
