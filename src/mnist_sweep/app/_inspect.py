@@ -24,6 +24,7 @@ from mnist_sweep.contract import (
     ATTR_TEST_ACCURACY,
     ATTR_TEST_LOSS,
 )
+from mnist_sweep.display import text_table
 from mnist_sweep.errors import MnistSweepError, StorageError
 
 if TYPE_CHECKING:
@@ -329,9 +330,7 @@ def format_studies(studies: Sequence[StudyOverview], storage: str) -> str:
                 _when(s.started) if s.started else "-",
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return f"{len(studies)} studies in {redact_url(storage)}\n" + "\n".join(table)
+    return f"{len(studies)} studies in {redact_url(storage)}\n" + text_table(rows, rule=False)
 
 
 def duration(seconds: float) -> str:

@@ -84,7 +84,7 @@ from mnist_sweep.contract import (
     TAG_STUDY,
     TAG_TRIAL_NUMBER,
 )
-from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError
+from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError, first_line
 from mnist_sweep.model import PER_LAYER_WIDTH
 
 if TYPE_CHECKING:
@@ -613,7 +613,7 @@ class _Night:
         except MnistSweepError:
             raise
         except Exception as exc:
-            raise TrackingError(f"{where}: {_first_line(exc)}") from None
+            raise TrackingError(f"{where}: {first_line(exc)}") from None
 
     def _find_night_run(self) -> str | None:
         client = self.tracker.client
@@ -1291,8 +1291,3 @@ def format_result(result: NightlyResult) -> str:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

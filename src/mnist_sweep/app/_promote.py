@@ -55,7 +55,7 @@ from mnist_sweep.contract import (
     TAG_TRIAL_NUMBER,
     TAG_VERSION,
 )
-from mnist_sweep.errors import ConfigError, MnistSweepError, TrackingError
+from mnist_sweep.errors import ConfigError, MnistSweepError, TrackingError, first_line
 
 if TYPE_CHECKING:
     import keras
@@ -245,7 +245,7 @@ class _Registry:
         except MnistSweepError:
             raise
         except Exception as exc:
-            raise TrackingError(f"model registry {self.uri}: {what}: {_first_line(exc)}") from None
+            raise TrackingError(f"model registry {self.uri}: {what}: {first_line(exc)}") from None
 
     def holder(self, name: str, alias: str) -> ModelVersion | None:
         """The version ``alias`` points at; None when the model or the alias does not exist."""
@@ -428,7 +428,7 @@ def load_resolved(resolved: ResolvedModel, *, tracking_uri: str) -> keras.Model:
                 warnings.filterwarnings("ignore", message=_OPTIMIZER_WARNING, category=UserWarning)
                 return mlflow.tensorflow.load_model(local)
         except Exception as exc:
-            raise ModelMissing(f"cannot load model {resolved.uri}: {_first_line(exc)}") from None
+            raise ModelMissing(f"cannot load model {resolved.uri}: {first_line(exc)}") from None
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> Score:
@@ -786,8 +786,3 @@ def _replace_uri(resolved: ResolvedModel, uri: str) -> ResolvedModel:
     from dataclasses import replace
 
     return replace(resolved, uri=uri)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

@@ -33,6 +33,7 @@ from mnist_sweep.contract import (
     ATTR_QUESTION,
     ATTR_SPACE_FILE,
 )
+from mnist_sweep.display import text_table
 from mnist_sweep.errors import MnistSweepError
 
 if TYPE_CHECKING:
@@ -872,7 +873,7 @@ def compare_studies(
     html_path = target / "compare.html"
     html_path.write_text(_render_comparison(table_rows, chart, label), encoding="utf-8")
     return Comparison(
-        rows=rows, table=_text_table(table_rows), chart=chart, csv=csv_path, html=html_path, chart_label=label
+        rows=rows, table=text_table(table_rows), chart=chart, csv=csv_path, html=html_path, chart_label=label
     )
 
 
@@ -895,16 +896,6 @@ def _comparison_rows(rows: Sequence[StudyBest]) -> list[list[str]]:
             ]
         )
     return out
-
-
-def _text_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _render_comparison(rows: Sequence[Sequence[str]], chart: Path, label: str) -> str:

@@ -8,10 +8,12 @@ from mnist_sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mnist_sweep.display._progress import Progress
+    from mnist_sweep.display._tables import text_table
 
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
         "Progress": "_progress",
+        "text_table": "_tables",
     },
 )

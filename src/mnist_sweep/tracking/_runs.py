@@ -31,7 +31,7 @@ from mnist_sweep.contract import (
     TAG_SEED,
     TAG_VERSION,
 )
-from mnist_sweep.errors import ConfigError, TrackingError
+from mnist_sweep.errors import ConfigError, TrackingError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -282,7 +282,7 @@ class Tracker:
                     raise
                 return str(again.experiment_id)
         except MlflowException as exc:
-            raise TrackingError(f"tracking store {self.tracking_uri}: {_first_line(exc)}") from None
+            raise TrackingError(f"tracking store {self.tracking_uri}: {first_line(exc)}") from None
         except OSError as exc:
             raise TrackingError(f"tracking store {self.tracking_uri}: {exc}") from None
 
@@ -316,7 +316,7 @@ class Tracker:
             else:
                 self.client.update_run(run_id, status="RUNNING")
         except Exception as exc:
-            raise TrackingError(f"tracking store {self.tracking_uri}: cannot open run: {_first_line(exc)}") from None
+            raise TrackingError(f"tracking store {self.tracking_uri}: cannot open run: {first_line(exc)}") from None
         handle = RunHandle(self.client, run_id, self.experiment_id)
         try:
             yield handle
@@ -329,7 +329,7 @@ class Tracker:
         try:
             self.client.set_terminated(run_id, status=status)
         except Exception as exc:  # the run's outcome is already decided; do not hide the real error
-            log.warning("could not mark MLflow run %s %s: %s", run_id, status, _first_line(exc))
+            log.warning("could not mark MLflow run %s %s: %s", run_id, status, first_line(exc))
 
     def end_run(self, run_id: str, status: str) -> None:
         """End a run opened elsewhere (a crashed worker's trial run, for example)."""
@@ -379,7 +379,7 @@ def run_tags(run_id: str, *, tracking_uri: str | None = None) -> dict[str, str]:
     try:
         return dict(MlflowClient(tracking_uri=uri).get_run(run_id).data.tags)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: run {run_id}: {_first_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: run {run_id}: {first_line(exc)}") from None
 
 
 def logged_model(model_id: str, *, tracking_uri: str | None = None) -> tuple[str, str | None]:
@@ -390,7 +390,7 @@ def logged_model(model_id: str, *, tracking_uri: str | None = None) -> tuple[str
     try:
         found = MlflowClient(tracking_uri=uri).get_logged_model(model_id)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: logged model {model_id}: {_first_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: logged model {model_id}: {first_line(exc)}") from None
     return str(found.artifact_location), found.source_run_id
 
 
@@ -431,7 +431,7 @@ def existing_run(run_id: str, *, tracking_uri: str | None = None) -> RunHandle:
     try:
         run = client.get_run(run_id)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: run {run_id}: {_first_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: run {run_id}: {first_line(exc)}") from None
     return RunHandle(client, run_id, str(run.info.experiment_id))
 
 
@@ -452,9 +452,4 @@ def load_logged_model(model_uri: str, *, tracking_uri: str | None = None) -> Any
         with _keras_progress_bars_off():
             return mlflow.tensorflow.load_model(model_uri)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: cannot load model {model_uri}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+        raise TrackingError(f"tracking store {uri}: cannot load model {model_uri}: {first_line(exc)}") from None
