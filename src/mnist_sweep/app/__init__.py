@@ -20,7 +20,7 @@ if TYPE_CHECKING:
         resolve_storage,
         study_status,
     )
-    from mnist_sweep.app._nightly import NightlyOptions, describe_config, format_result, load_nightly, run_nightly
+    from mnist_sweep.app._nightly import NightlyOptions, format_result, run_nightly
     from mnist_sweep.app._predict import predict_files
     from mnist_sweep.app._promote import promote
     from mnist_sweep.app._report import build_report, compare_studies
@@ -34,13 +34,11 @@ __getattr__, __all__ = lazy_exports(
         "best_trial": "_inspect",
         "build_report": "_report",
         "compare_studies": "_report",
-        "describe_config": "_nightly",
         "format_best": "_inspect",
         "format_result": "_nightly",
         "format_status": "_inspect",
         "format_studies": "_inspect",
         "list_studies": "_inspect",
-        "load_nightly": "_nightly",
         "predict_files": "_predict",
         "prepare_dashboard": "_dashboard",
         "presets_table": "_train",

@@ -2,12 +2,12 @@
 
 ``mnist-sweep nightly sweeps/nightly.yaml [--date YYYY-MM-DD]`` runs one *night*:
 
-1. takes the job's lock in the shared Optuna storage (:mod:`mnist_sweep.locks`), so a second
+1. takes the job's lock in the shared Optuna storage (:class:`mnist_sweep.stores.JobLock`), so a second
    instance on any machine exits at once (:class:`~mnist_sweep.errors.AlreadyRunning`, exit 3);
 2. for each search space, creates or resumes the night's own study ``<name>-<study>-<date>``;
    a new study first gets the champion's params and the previous night's top-k enqueued
    (warm start), then trials run until the night's budget is spent;
-3. runs the promotion gate of :mod:`mnist_sweep.registry` on each night study, once per date:
+3. runs the promotion gate of :mod:`mnist_sweep.app._promote` on each night study, once per date:
    the decision is recorded on the study (``nightly_promotion``) and never taken again;
 4. logs a report (Markdown and self-contained HTML, with PNGs: tonight's best against the
    champion, the night's learning curves, the best accuracy across nights) to a parent MLflow
@@ -19,17 +19,7 @@
 Re-running a date resumes what is left of it (trials, then whichever of gate and report did not
 happen) and changes nothing once the night is complete.
 
-The file format (unknown keys are errors at every level; ``*`` marks required keys)::
-
-    name: nightly                  # job name: lock, study prefix, MLflow experiment
-    spaces*: [../search_spaces/full.yaml]   # search-space files, relative to this file
-    budget*: {n_trials: 20, timeout: 14400} # per night: trials per space, seconds for the night
-    storage: null                  # Optuna storage URL; --storage / $MNIST_SWEEP_STORAGE win
-    tracking_uri: null             # MLflow URI; --tracking-uri / $MLFLOW_TRACKING_URI win
-    promotion: {metric: test_accuracy, margin: 0.001, model_name: mnist-classifier, alias: champion}
-    warm_start: {champion: true, previous_top_k: 3}
-    retention: {nights: 30, unregistered_models: 7}  # null keeps everything
-    lock: {ttl: 300}               # seconds a dead run's lock lives on
+The file format and its checks are :mod:`mnist_sweep.config._nightly`'s.
 """
 
 from __future__ import annotations
@@ -48,16 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnist_sweep.app import _promote as registry
-from mnist_sweep.config import STUDY_NAME, SearchSpace, load_space
-from mnist_sweep.config._space import (  # moves to config/ (nightly schema)
-    _can_sample,
-    _Checker,
-    _did_you_mean,
-    _join,
-    _kind,
-    _load_yaml,
-    _show,
-)
+from mnist_sweep.config import NightlyConfig, PromotionPolicy, SearchSpace, can_sample, night_study_name
 from mnist_sweep.contract import (
     ATTR_HISTORY,
     ATTR_NIGHTLY_DATE,
@@ -98,19 +79,14 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 __all__ = [
-    "NightlyConfig",
     "NightlyFailed",
     "NightlyOptions",
     "NightlyResult",
     "champion_params",
     "delete_old_studies",
     "delete_old_trial_runs",
-    "describe_config",
     "format_result",
-    "load_nightly",
-    "night_study_name",
     "parse_date",
-    "parse_nightly",
     "resolve_uris",
     "run_nightly",
     "sampled_params",
@@ -118,21 +94,6 @@ __all__ = [
     "write_report",
 ]
 
-TOP_KEYS = ("name", "spaces", "budget", "storage", "tracking_uri", "promotion", "warm_start", "retention", "lock")
-REQUIRED_TOP_KEYS = ("spaces", "budget")
-DEFAULT_NAME = "nightly"
-DEFAULT_TOP_K = 3
-DEFAULT_LOCK_TTL = 300.0
-# The gate of registry.py measures accuracy on the held-out test set; `metric` names it so a
-# file says what it compares, and leaves room for other gate metrics.
-PROMOTION_METRICS = ("test_accuracy",)
-DEFAULT_PROMOTION = {
-    "metric": "test_accuracy",
-    "margin": registry.DEFAULT_MIN_IMPROVEMENT,
-    "model_name": registry.DEFAULT_MODEL_NAME,
-    "alias": registry.DEFAULT_ALIAS,
-}
-_ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 REPORT_DIR = "report"
@@ -145,276 +106,6 @@ class NightlyFailed(MnistSweepError):
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class NightlyBudget:
-    """Per night: trials per space (None: the space file's) and seconds for the whole night."""
-
-    n_trials: int | None
-    timeout: float | None
-
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    """What the gate compares (on the held-out test set), by how much, and what it moves.
-
-    The candidate must be better than the alias holder by at least ``margin`` (and better at
-    all): :func:`mnist_sweep.registry.passes_gate`.
-    """
-
-    metric: str
-    margin: float
-    model_name: str
-    alias: str
-
-
-@dataclass(frozen=True)
-class WarmStart:
-    """What a new night study runs first: the champion's params, the previous night's best."""
-
-    champion: bool
-    previous_top_k: int
-
-
-@dataclass(frozen=True)
-class Retention:
-    """Nights of studies and of unregistered trial models to keep (None: keep all)."""
-
-    nights: int | None
-    unregistered_models: int | None
-
-
-@dataclass(frozen=True)
-class NightlyConfig:
-    """A validated nightly file."""
-
-    source: str
-    text: str
-    name: str
-    spaces: tuple[SearchSpace, ...]
-    budget: NightlyBudget
-    storage: str | None
-    tracking_uri: str | None
-    promotion: PromotionPolicy
-    warm_start: WarmStart
-    retention: Retention
-    lock_ttl: float
-
-    @property
-    def dataset(self) -> str:
-        return self.spaces[0].dataset
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "spaces": [s.source for s in self.spaces],
-            "budget": {"n_trials": self.budget.n_trials, "timeout": self.budget.timeout},
-            "storage": self.storage,
-            "tracking_uri": self.tracking_uri,
-            "promotion": {
-                "metric": self.promotion.metric,
-                "margin": self.promotion.margin,
-                "model_name": self.promotion.model_name,
-                "alias": self.promotion.alias,
-            },
-            "warm_start": {"champion": self.warm_start.champion, "previous_top_k": self.warm_start.previous_top_k},
-            "retention": {"nights": self.retention.nights, "unregistered_models": self.retention.unregistered_models},
-            "lock": {"ttl": self.lock_ttl},
-        }
-
-
-def load_nightly(path: str | os.PathLike[str]) -> NightlyConfig:
-    """Read and validate a nightly YAML file and every search space it names.
-
-    Raises :class:`ConfigError` naming the file, the key path and the problem; an error in a
-    search-space file names both the nightly key (``spaces[0]``) and that file's own key.
-    """
-    source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=source) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a YAML file", source=source) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", source=source) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", source=source) from None
-    return parse_nightly(_load_yaml(text, source), source=source, text=text, base_dir=Path(source).parent)
-
-
-def parse_nightly(
-    data: Any, *, source: str = "<string>", text: str = "", base_dir: str | os.PathLike[str] = "."
-) -> NightlyConfig:
-    """Validate already-loaded YAML data; space paths are relative to ``base_dir``."""
-    return _NightlyChecker(source).nightly(data, text, Path(base_dir))
-
-
-class _NightlyChecker(_Checker):
-    """The search-space checker's scalar checks, plus the nightly sections."""
-
-    def nightly(self, data: Any, text: str, base_dir: Path) -> NightlyConfig:
-        if data is None:
-            self.fail("", f"the file is empty; expected a mapping with at least {', '.join(REQUIRED_TOP_KEYS)}")
-        if not isinstance(data, Mapping):
-            self.fail("", f"the top level must be a mapping of keys to values, got {_kind(data)}")
-        self.mapping(data, "", allowed=TOP_KEYS, required=REQUIRED_TOP_KEYS)
-        name = self.study_name(data.get("name", DEFAULT_NAME), "name")
-        spaces = self.spaces(data["spaces"], "spaces", base_dir=base_dir, job=name)
-        return NightlyConfig(
-            source=self.source or "<string>",
-            text=text,
-            name=name,
-            spaces=spaces,
-            budget=self.night_budget(data["budget"], "budget"),
-            storage=self.storage(data.get("storage"), "storage"),
-            tracking_uri=self.tracking_uri(data.get("tracking_uri"), "tracking_uri"),
-            promotion=self.promotion(data.get("promotion"), "promotion"),
-            warm_start=self.warm_start(data.get("warm_start"), "warm_start"),
-            retention=self.retention(data.get("retention"), "retention"),
-            lock_ttl=self.lock(data.get("lock"), "lock"),
-        )
-
-    def spaces(self, value: Any, path: str, *, base_dir: Path, job: str) -> tuple[SearchSpace, ...]:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not items:
-            self.fail(path, f"must be a search-space file or a non-empty list of them, got {_kind(value)}")
-        spaces: list[SearchSpace] = []
-        for index, item in enumerate(items):
-            where = f"{path}[{index}]" if isinstance(value, list) else path
-            relative = self.string(item, where)
-            file = Path(os.path.normpath(base_dir / relative))
-            try:
-                space = load_space(file)
-            except ConfigError as exc:
-                self.fail(where, str(exc))
-            longest = night_study_name(job, space.study_name, dt.date(2000, 1, 1))
-            if not STUDY_NAME.match(longest):
-                self.fail(where, f"night study names like {longest!r} would exceed 128 characters; shorten `name`")
-            for earlier_index, earlier in enumerate(spaces):
-                if earlier.study_name == space.study_name:
-                    self.fail(where, f"study {space.study_name!r} is already run by {path}[{earlier_index}]")
-                if earlier.dataset != space.dataset:
-                    self.fail(
-                        where,
-                        f"{space.study_name!r} trains on {space.dataset} but {path}[0] on {earlier.dataset}; "
-                        "one nightly job promotes into one model, so its spaces must share a dataset",
-                    )
-            spaces.append(space)
-        return tuple(spaces)
-
-    def night_budget(self, value: Any, path: str) -> NightlyBudget:
-        section = self.mapping(value, path, allowed=("n_trials", "timeout"))
-        n_trials = section.get("n_trials")
-        timeout = section.get("timeout")
-        if n_trials is None and timeout is None:
-            self.fail(path, "at least one of `n_trials` (per space) and `timeout` (seconds per night) must be set")
-        return NightlyBudget(
-            n_trials=None if n_trials is None else self.integer(n_trials, _join(path, "n_trials"), minimum=1),
-            timeout=None if timeout is None else self.positive_seconds(timeout, _join(path, "timeout")),
-        )
-
-    def storage(self, value: Any, path: str) -> str | None:
-        if value is None:
-            return None
-        from mnist_sweep.stores import storage_kind
-
-        url = self.string(value, path)
-        try:
-            storage_kind(url)
-        except ConfigError as exc:
-            self.fail(path, str(exc))
-        return url
-
-    def tracking_uri(self, value: Any, path: str) -> str | None:
-        if value is None:
-            return None
-        from mnist_sweep.tracking import check_tracking_uri
-
-        uri = self.string(value, path)
-        try:
-            check_tracking_uri(uri)
-        except MnistSweepError as exc:
-            self.fail(path, str(exc))
-        return uri
-
-    def promotion(self, value: Any, path: str) -> PromotionPolicy:
-        section = self.mapping({} if value is None else value, path, allowed=tuple(DEFAULT_PROMOTION))
-        merged = {**DEFAULT_PROMOTION, **{k: v for k, v in section.items() if v is not None}}
-        metric = self.string(merged["metric"], _join(path, "metric"))
-        if metric not in PROMOTION_METRICS:
-            self.fail(
-                _join(path, "metric"),
-                f"unknown metric {metric!r}; {_did_you_mean(metric, PROMOTION_METRICS)}"
-                f"the promotion gate measures {', '.join(PROMOTION_METRICS)} on the held-out test set",
-            )
-        margin = self.number(merged["margin"], _join(path, "margin"))
-        if not 0 <= margin < 1:
-            self.fail(
-                _join(path, "margin"),
-                f"must be at least 0 and below 1 (a gain in accuracy), got {_show(merged['margin'])}",
-            )
-        model_name = self.string(merged["model_name"], _join(path, "model_name"))
-        if not model_name.strip() or any(c in model_name for c in "/:'"):
-            self.fail(
-                _join(path, "model_name"),
-                f"must be a non-empty name without '/', ':' or quotes, got {_show(model_name)}",
-            )
-        alias = self.string(merged["alias"], _join(path, "alias"))
-        if not _ALIAS.match(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
-            self.fail(
-                _join(path, "alias"),
-                f"must be letters, digits, '_' or '-', and neither 'latest' nor like 'v1', got {_show(alias)}",
-            )
-        return PromotionPolicy(metric=metric, margin=margin, model_name=model_name, alias=alias)
-
-    def warm_start(self, value: Any, path: str) -> WarmStart:
-        section = self.mapping({} if value is None else value, path, allowed=("champion", "previous_top_k"))
-        champion = self.boolean(section.get("champion", True), _join(path, "champion"))
-        top_k = section.get("previous_top_k", DEFAULT_TOP_K)
-        return WarmStart(
-            champion=champion, previous_top_k=self.integer(top_k, _join(path, "previous_top_k"), minimum=0)
-        )
-
-    def retention(self, value: Any, path: str) -> Retention:
-        section = self.mapping({} if value is None else value, path, allowed=("nights", "unregistered_models"))
-
-        def nights(key: str) -> int | None:
-            raw = section.get(key)
-            return None if raw is None else self.integer(raw, _join(path, key), minimum=1)
-
-        return Retention(nights=nights("nights"), unregistered_models=nights("unregistered_models"))
-
-    def lock(self, value: Any, path: str) -> float:
-        section = self.mapping({} if value is None else value, path, allowed=("ttl",))
-        ttl = section.get("ttl")
-        return DEFAULT_LOCK_TTL if ttl is None else self.positive_seconds(ttl, _join(path, "ttl"))
-
-
-def describe_config(config: NightlyConfig) -> str:
-    """One line per setting, for ``mnist-sweep nightly FILE --check``."""
-    b, p, w, r = config.budget, config.promotion, config.warm_start, config.retention
-    spaces = ", ".join(f"{s.source} (study {s.study_name!r})" for s in config.spaces)
-    trials = "the space file's" if b.n_trials is None else str(b.n_trials)
-    timeout = "no" if b.timeout is None else f"{b.timeout:g} s"
-    return "\n".join(
-        [
-            f"ok: {config.source}: nightly job {config.name!r} on {config.dataset}",
-            f"  spaces: {spaces}",
-            f"  budget per night: {trials} trials per space, {timeout} wall-clock limit",
-            f"  promotion: {p.metric} better by more than {p.margin:g} -> {p.model_name}@{p.alias}",
-            f"  warm start: champion {'yes' if w.champion else 'no'}, previous night's top {w.previous_top_k}",
-            f"  retention: studies {r.nights or 'all'} nights, "
-            f"unregistered trial models {r.unregistered_models or 'all'} nights",
-            f"  lock ttl: {config.lock_ttl:g} s",
-        ]
-    )
-
-
-def night_study_name(job: str, study: str, night: dt.date) -> str:
-    """The Optuna study that holds one space's trials of one night."""
-    return f"{job}-{study}-{night.isoformat()}"
 
 
 def parse_date(value: str | dt.date | None) -> dt.date:
@@ -933,7 +624,7 @@ def sampled_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, A
         param = by_name.get("width") if PER_LAYER_WIDTH.match(key) else by_name.get(key)
         if param is None or (param.per_layer != bool(PER_LAYER_WIDTH.match(key))):
             continue
-        if _can_sample(param.distribution, value):
+        if can_sample(param.distribution, value):
             out[key] = value
     return out
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__
+from mnist_sweep.config import DEFAULT_ALIAS, DEFAULT_MIN_IMPROVEMENT, DEFAULT_MODEL_NAME
 from mnist_sweep.contract import (
     ATTR_TRACKING_URI,
     GATE_PASSED,
@@ -66,9 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "mnist-classifier"
-DEFAULT_ALIAS = "champion"
-DEFAULT_MIN_IMPROVEMENT = 0.001
 GATE_METRIC = "test accuracy"
 MAX_ALIAS_ROUNDS = 10
 _MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
