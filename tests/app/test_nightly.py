@@ -16,17 +16,12 @@ from typing import Any
 import optuna
 import pytest
 
-from mnist_sweep.app._nightly import (
-    NightlyOptions,
-    delete_old_studies,
-    delete_old_trial_runs,
-    parse_date,
-    run_nightly,
-    sampled_params,
-)
+from mnist_sweep.app._night_studies import delete_old_studies, sampled_params
+from mnist_sweep.app._nightly import NightlyOptions, parse_date, run_nightly
 from mnist_sweep.config import load_nightly, night_study_name, parse_space
 from mnist_sweep.errors import AlreadyRunning, ConfigError
 from mnist_sweep.stores._locks import JobLock, LockLost, lock_holder
+from mnist_sweep.tracking import delete_old_trial_runs
 from nightly_support import SPACE, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +100,7 @@ def test_sampled_params_keeps_only_what_tonight_samples() -> None:
 
 
 def test_seconds_spent_counts_the_nights_finished_trials(tmp_path: Path) -> None:
-    from mnist_sweep.app._nightly import seconds_spent
+    from mnist_sweep.app._night_studies import seconds_spent
 
     config = load_nightly(write_config(tmp_path))
     url = storage_url(tmp_path)

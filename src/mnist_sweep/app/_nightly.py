@@ -24,37 +24,47 @@ The file format and its checks are :mod:`mnist_sweep.config._nightly`'s.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
-import json
 import logging
-import math
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnist_sweep.app import _promote as registry
-from mnist_sweep.config import NightlyConfig, PromotionPolicy, SearchSpace, can_sample, night_study_name
+from mnist_sweep.app._night_studies import (
+    NIGHT_DATE,
+    delete_old_studies,
+    load_existing,
+    night_curves,
+    seconds_spent,
+    space_for_night,
+    study_exists,
+    summarize_night_study,
+    warm_start,
+)
+from mnist_sweep.app._nightly_report import (
+    REPORT_DIR,
+    NightlyResult,
+    NightStudy,
+    describe_promotion,
+    night_metrics,
+    write_report,
+)
+from mnist_sweep.config import NightlyConfig, PromotionPolicy, SearchSpace, night_study_name
 from mnist_sweep.contract import (
-    ATTR_HISTORY,
     ATTR_NIGHTLY_DATE,
     ATTR_NIGHTLY_JOB,
     ATTR_NIGHTLY_PROMOTION,
     ATTR_NIGHTLY_WARM_START,
     ATTR_PARENT_RUN,
-    ATTR_TEST_ACCURACY,
-    ATTR_WARM_START_SOURCE,
     NIGHT_DONE,
     NIGHT_PROMOTING,
     NIGHT_REPORTING,
     NIGHT_SWEEPING,
     ROLE_NIGHTLY,
     TAG_DATASET,
-    TAG_MODEL_URI,
     TAG_NIGHT,
     TAG_NIGHT_PROMOTION,
     TAG_NIGHT_REPORTED,
@@ -62,15 +72,11 @@ from mnist_sweep.contract import (
     TAG_NIGHTLY_JOB,
     TAG_ROLE,
     TAG_STORAGE,
-    TAG_STUDY,
-    TAG_TRIAL_NUMBER,
 )
-from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError, first_line
-from mnist_sweep.model import PER_LAYER_WIDTH
+from mnist_sweep.errors import AlreadyRunning, ConfigError, DatasetMismatch, MnistSweepError, first_line
+from mnist_sweep.tracking import delete_old_trial_runs
 
 if TYPE_CHECKING:
-    import optuna
-
     from mnist_sweep.display import Progress
     from mnist_sweep.stores import JobLock
     from mnist_sweep.tracking import NullRun, RunHandle, Tracker
@@ -78,25 +84,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-__all__ = [
-    "NightlyFailed",
-    "NightlyOptions",
-    "NightlyResult",
-    "champion_params",
-    "delete_old_studies",
-    "delete_old_trial_runs",
-    "format_result",
-    "parse_date",
-    "resolve_uris",
-    "run_nightly",
-    "sampled_params",
-    "seconds_spent",
-    "write_report",
-]
-
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-REPORT_DIR = "report"
+__all__ = ["NightlyFailed", "NightlyOptions", "parse_date", "resolve_uris", "run_nightly"]
 
 
 class NightlyFailed(MnistSweepError):
@@ -105,63 +93,18 @@ class NightlyFailed(MnistSweepError):
     exit_code = 1
 
 
-# --------------------------------------------------------------------------- configuration
-
-
 def parse_date(value: str | dt.date | None) -> dt.date:
     """``YYYY-MM-DD`` (or a date) as a date; None is today in local time."""
     if value is None:
         return dt.date.today()
     if isinstance(value, dt.date):
         return value
-    if not _DATE.match(value):
+    if not NIGHT_DATE.match(value):
         raise ConfigError(f"must be a date like 2026-01-31, got {value!r}", key="--date")
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(f"{value!r} is not a calendar date: {exc}", key="--date") from None
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class NightStudy:
-    """One space's study of the night and what this invocation did with it."""
-
-    space: str
-    study_name: str
-    created: bool
-    warm_start: list[dict[str, Any]] = field(default_factory=list)
-    trials_run: int = 0
-    trials: int = 0
-    complete: int = 0
-    best_value: float | None = None
-    best_test_accuracy: float | None = None
-    best_trial: int | None = None
-    stopped_reason: str | None = None
-    promotion: dict[str, Any] | None = None
-    promotion_now: bool = False
-
-
-@dataclass
-class NightlyResult:
-    """What one ``mnist-sweep nightly`` invocation did."""
-
-    name: str
-    night: dt.date
-    storage: str
-    experiment: str
-    run_id: str | None = None
-    studies: list[NightStudy] = field(default_factory=list)
-    report_logged: bool = False
-    deleted_studies: list[str] = field(default_factory=list)
-    deleted_runs: int = 0
-    taken_over_from: str | None = None
-
-    @property
-    def promoted(self) -> bool:
-        return any(s.promotion and s.promotion.get("promoted") for s in self.studies)
 
 
 @dataclass(frozen=True)
@@ -213,7 +156,7 @@ def run_nightly(config: NightlyConfig, options: NightlyOptions | None = None) ->
 
 # Errors that keep their own exit code: 2 (a bad file or flag; a champion trained on another
 # dataset than the file's spaces), 3 (already running), and 1 (already a night failure).
-_PASSED_THROUGH = (ConfigError, registry.DatasetMismatch, AlreadyRunning, NightlyFailed)
+_PASSED_THROUGH = (ConfigError, DatasetMismatch, AlreadyRunning, NightlyFailed)
 
 
 def resolve_uris(
@@ -338,15 +281,17 @@ class _Night:
         )
 
         name = night_study_name(self.config.name, space.study_name, self.night)
-        night_space = self._night_space(space, name)
-        existed = _study_exists(self.storage, name)
+        night_space = space_for_night(space, config=self.config, night=self.night, name=name)
+        existed = study_exists(self.storage, name)
         study = create_or_load_study(night_space, self.storage)
         entry = NightStudy(space=space.source, study_name=name, created=not existed)
         if study.user_attrs.get(ATTR_NIGHTLY_JOB) != self.config.name:
             study.set_user_attr(ATTR_NIGHTLY_JOB, self.config.name)
             study.set_user_attr(ATTR_NIGHTLY_DATE, self.night.isoformat())
         if ATTR_NIGHTLY_WARM_START not in study.user_attrs:
-            entry.warm_start = self._warm_start(study, space)
+            entry.warm_start = warm_start(
+                study, space, config=self.config, storage=self.storage, tracking_uri=self.tracking_uri, night=self.night
+            )
             study.set_user_attr(ATTR_NIGHTLY_WARM_START, entry.warm_start)
             self.say(f"{name}: new study, {len(entry.warm_start)} warm-start trial(s) enqueued")
         study_run = study.user_attrs.get(ATTR_PARENT_RUN)
@@ -382,87 +327,23 @@ class _Night:
             )
             entry.trials_run = swept.trials_run
             entry.stopped_reason = swept.stopped_reason
-        self._summarize(study, entry)
+        summarize_night_study(study, entry)
         return entry
-
-    def _night_space(self, space: SearchSpace, name: str) -> SearchSpace:
-        """The space as tonight runs it: the night's study and trial budget, a per-night seed.
-
-        Reseeding with the date's day number makes nights explore different points (a fixed
-        seed would replay the same startup trials every night) while a re-run of a date draws
-        the same ones.
-        """
-        seed = (space.seed + self.night.toordinal()) % 2**32
-        night_space = space.with_overrides(study_name=name, n_trials=self.config.budget.n_trials, seed=seed)
-        if space.sampler.seed is None:  # an unseeded sampler stays unseeded
-            night_space = replace(night_space, sampler=replace(night_space.sampler, seed=None))
-        return night_space
 
     def _seconds_left(self) -> float | None:
         """The night's wall-clock budget minus the trial time its studies have used already."""
         timeout = self.config.budget.timeout
         return None if timeout is None else timeout - seconds_spent(self.storage, self.config, self.night)
 
-    def _warm_start(self, study: optuna.Study, space: SearchSpace) -> list[dict[str, Any]]:
-        """Enqueue the champion's params and the previous night's top-k of ``space`` into ``study``.
-
-        Returns what was enqueued. Only new night studies get here, and ``skip_if_exists``
-        keeps a resumed one from running the same params twice.
-        """
-        candidates: list[tuple[str, Mapping[str, Any]]] = []
-        if self.config.warm_start.champion:
-            champion = champion_params(self.tracking_uri, self.config.promotion, dataset=space.dataset)
-            if champion is not None:
-                version, params = champion
-                candidates.append(
-                    (f"{self.config.promotion.model_name} version {version} (@{self.config.promotion.alias})", params)
-                )
-        k = self.config.warm_start.previous_top_k
-        if k:
-            previous = self._previous_night_study(space)
-            if previous is not None:
-                for rank, trial in enumerate(_top_trials(previous, k), start=1):
-                    candidates.append((f"{previous.study_name} #{rank} (trial {trial.number})", trial.params))
-        enqueued: list[dict[str, Any]] = []
-        seen: list[dict[str, Any]] = []
-        for source, wanted in candidates:
-            sampled = sampled_params(space, wanted)
-            if not sampled or sampled in seen:
-                continue
-            seen.append(sampled)
-            study.enqueue_trial(sampled, user_attrs={ATTR_WARM_START_SOURCE: source}, skip_if_exists=True)
-            enqueued.append({"source": source, "params": sampled})
-        return enqueued
-
-    def _previous_night_study(self, space: SearchSpace) -> optuna.Study | None:
-        earlier = [d for d in _night_dates(self.storage, self.config.name, space.study_name) if d < self.night]
-        if not earlier:
-            return None
-        return _load_existing(self.storage, night_study_name(self.config.name, space.study_name, max(earlier)))
-
-    def _summarize(self, study: optuna.Study, entry: NightStudy) -> None:
-        from optuna.trial import TrialState
-
-        trials = study.get_trials(deepcopy=False)
-        entry.trials = len(trials)
-        entry.complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        best = _top_trials(study, 1)
-        if best:
-            entry.best_trial = best[0].number
-            entry.best_value = best[0].value
-            entry.best_test_accuracy = best[0].user_attrs.get(ATTR_TEST_ACCURACY)
-        if not entry.warm_start:
-            entry.warm_start = list(study.user_attrs.get(ATTR_NIGHTLY_WARM_START) or [])
-
     # --- promotion -------------------------------------------------------------------------
 
     def _promote(self, entry: NightStudy) -> None:
-        study = _load_existing(self.storage, entry.study_name)
+        study = load_existing(self.storage, entry.study_name)
         assert study is not None
         recorded = study.user_attrs.get(ATTR_NIGHTLY_PROMOTION)
         if recorded is not None:
             entry.promotion = dict(recorded)
-            self.say(f"{entry.study_name}: promotion already decided: {_describe_promotion(entry.promotion)}")
+            self.say(f"{entry.study_name}: promotion already decided: {describe_promotion(entry.promotion)}")
             return
         self.lock.check()  # never promote without the lock
         decision = _run_gate(
@@ -476,7 +357,7 @@ class _Night:
         study.set_user_attr(ATTR_NIGHTLY_PROMOTION, decision)
         entry.promotion = decision
         entry.promotion_now = True
-        self.say(f"{entry.study_name}: {_describe_promotion(decision)}")
+        self.say(f"{entry.study_name}: {describe_promotion(decision)}")
 
     # --- report ----------------------------------------------------------------------------
 
@@ -490,10 +371,10 @@ class _Night:
             self.say("nothing new tonight since the last report; report kept")
             self.result.report_logged = False
             return
-        metrics = self._night_metrics()
+        metrics = night_metrics(self.result, self.config.spaces[0].objective)
         night_run.log_metrics(metrics)
         promotion_tag = "; ".join(
-            f"{s.study_name}: {_describe_promotion(s.promotion)}" for s in self.result.studies if s.promotion
+            f"{s.study_name}: {describe_promotion(s.promotion)}" for s in self.result.studies if s.promotion
         )
         night_run.set_tags({TAG_NIGHT_PROMOTION: promotion_tag[:5000] or "no decision"})
         from mnist_sweep.tracking import scratch_dir
@@ -504,7 +385,7 @@ class _Night:
                 result=self.result,
                 policy=self.config.promotion,
                 history=self._history(metrics),
-                histories=self._histories(),
+                histories=night_curves(self.storage, self.result),
                 metric=self.config.spaces[0].objective.metric,
             )
             for path in files:
@@ -512,27 +393,6 @@ class _Night:
         night_run.set_tags({TAG_NIGHT_REPORTED: "true"})
         self.result.report_logged = True
         self.say(f"report logged to MLflow run {night_run.run_id} ({REPORT_DIR}/report.html)")
-
-    def _night_metrics(self) -> dict[str, float]:
-        """The night in numbers, logged on the nightly run (the across-nights chart reads them)."""
-        objective = self.config.spaces[0].objective
-        studies = self.result.studies
-        metrics: dict[str, float] = {
-            "promoted": float(self.result.promoted),
-            "night_trials": float(sum(s.trials for s in studies)),
-        }
-        values = [s.best_value for s in studies if s.best_value is not None]
-        if values:
-            pick = max if objective.direction == "maximize" else min
-            metrics[f"night_best_{objective.metric}"] = float(pick(values))
-        candidates = [_score(s.promotion, "candidate") for s in studies]
-        scored = [c for c in candidates if c is not None]
-        if scored:
-            metrics["candidate_test_accuracy"] = max(scored)
-        champion = _champion_after(studies)
-        if champion is not None:
-            metrics["champion_test_accuracy"] = champion
-        return metrics
 
     def _history(self, tonight: Mapping[str, float]) -> list[dict[str, Any]]:
         """Every night's metrics of this job, oldest first, tonight's from ``tonight``."""
@@ -555,23 +415,6 @@ class _Night:
         keys = ("candidate_test_accuracy", "champion_test_accuracy")
         return [{"night": night, **{k: by_night[night].get(k) for k in keys}} for night in sorted(by_night)]
 
-    def _histories(self) -> dict[str, list[dict[str, float]]]:
-        curves: dict[str, list[dict[str, float]]] = {}
-        several = len(self.result.studies) > 1
-        for entry in self.result.studies:
-            study = _load_existing(self.storage, entry.study_name)
-            if study is None:
-                continue
-            space = entry.study_name.removesuffix(f"-{self.night.isoformat()}").removeprefix(f"{self.config.name}-")
-            for trial in study.get_trials(deepcopy=False):
-                history = trial.user_attrs.get(ATTR_HISTORY)
-                if history:
-                    label = f"{space} #{trial.number}" if several else f"trial {trial.number}"
-                    if trial.user_attrs.get(ATTR_WARM_START_SOURCE):
-                        label += " (warm start)"
-                    curves[label] = list(history)
-        return curves
-
     # --- retention -------------------------------------------------------------------------
 
     def _retention(self) -> None:
@@ -590,195 +433,6 @@ class _Night:
             )
             if self.result.deleted_runs:
                 self.say(f"retention: deleted {self.result.deleted_runs} unregistered trial run(s) and their models")
-
-
-# --------------------------------------------------------------------------- warm start
-
-
-def seconds_spent(storage: str, config: NightlyConfig, night: dt.date) -> float:
-    """Trial seconds the night's studies have used so far (start to end of each finished trial).
-
-    Read from the storage, so a re-run of the date, even after a crash, knows what is left of
-    ``budget.timeout``; the time between trials (data loading, logging) is not counted.
-    """
-    spent = 0.0
-    for space in config.spaces:
-        study = _load_existing(storage, night_study_name(config.name, space.study_name, night))
-        if study is None:
-            continue
-        for trial in study.get_trials(deepcopy=False):
-            if trial.datetime_start is not None and trial.datetime_complete is not None:
-                spent += (trial.datetime_complete - trial.datetime_start).total_seconds()
-    return spent
-
-
-def sampled_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``params`` that ``space`` samples, with values its distributions can draw.
-
-    Fixed parameters come from tonight's space; a value outside tonight's range is left for the
-    sampler (Optuna would otherwise warn and use it anyway).
-    """
-    by_name = {p.name: p for p in space.params}
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        param = by_name.get("width") if PER_LAYER_WIDTH.match(key) else by_name.get(key)
-        if param is None or (param.per_layer != bool(PER_LAYER_WIDTH.match(key))):
-            continue
-        if can_sample(param.distribution, value):
-            out[key] = value
-    return out
-
-
-def _top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    from optuna.study import StudyDirection
-    from optuna.trial import TrialState
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
-    done.sort(key=lambda t: (sign * float(t.value or 0.0), t.number))
-    return done[:k]
-
-
-# --------------------------------------------------------------------------- storage helpers
-
-
-def _study_exists(storage: str, name: str) -> bool:
-    return _load_existing(storage, name) is not None
-
-
-def _load_existing(storage: str, name: str) -> optuna.Study | None:
-    import optuna
-
-    from mnist_sweep.stores import open_storage
-
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage))
-    except KeyError:
-        return None
-
-
-def _night_studies(storage: str, job: str) -> list[tuple[str, dt.date]]:
-    """(study name, night) of every night study this job made, read from the study attributes."""
-    import optuna
-
-    from mnist_sweep.stores import open_storage
-
-    out = []
-    for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
-        if summary.user_attrs.get(ATTR_NIGHTLY_JOB) != job:
-            continue
-        night = summary.user_attrs.get(ATTR_NIGHTLY_DATE)
-        if isinstance(night, str) and _DATE.match(night) and summary.study_name.endswith(f"-{night}"):
-            out.append((summary.study_name, dt.date.fromisoformat(night)))
-    return out
-
-
-def _night_dates(storage: str, job: str, study: str) -> list[dt.date]:
-    return [night for name, night in _night_studies(storage, job) if name == night_study_name(job, study, night)]
-
-
-def delete_old_studies(storage: str, *, job: str, night: dt.date, keep: int) -> list[str]:
-    """Delete ``job``'s night studies more than ``keep - 1`` days before ``night``; return their names.
-
-    Only studies this job created (user attribute ``nightly_job``) are candidates; nights after
-    ``night`` are never touched (re-running an old date does not delete newer nights).
-    """
-    import optuna
-
-    from mnist_sweep.stores import open_storage
-
-    doomed = sorted(name for name, date in _night_studies(storage, job) if (night - date).days >= keep)
-    backend = open_storage(storage)
-    for name in doomed:
-        optuna.delete_study(study_name=name, storage=backend)
-    return doomed
-
-
-def delete_old_trial_runs(tracker: Tracker, *, job: str, night: dt.date, keep: int) -> int:
-    """Delete the trial runs (and their logged models) of nights ``keep`` or more days old.
-
-    A run whose model is a registered model version (any registered model), or that is the
-    source run of one, is kept; so are the nightly and study runs that hold the reports.
-    """
-    client = tracker.client
-    registered_runs, registered_models = _registered_sources(tracker)
-    pattern = re.compile(rf"^{re.escape(job)}-.+-(\d{{4}}-\d{{2}}-\d{{2}})$")
-    runs = _every_page(
-        lambda token: client.search_runs(
-            [tracker.experiment_id],
-            filter_string=f"tags.`{TAG_TRIAL_NUMBER}` != ''",
-            max_results=1000,
-            page_token=token,
-        )
-    )
-    deleted = 0
-    for run in runs:
-        tags = run.data.tags
-        match = pattern.match(tags.get(TAG_STUDY, ""))
-        if match is None or (night - dt.date.fromisoformat(match.group(1))).days < keep:
-            continue
-        model_uri = tags.get(TAG_MODEL_URI, "")
-        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        if run.info.run_id in registered_runs or (model_id is not None and model_id in registered_models):
-            continue
-        if model_id is not None:
-            try:
-                client.delete_logged_model(model_id)
-            except Exception as exc:  # already gone, or a store without logged models
-                log.debug("could not delete logged model %s: %s", model_id, exc)
-        client.delete_run(run.info.run_id)
-        deleted += 1
-    return deleted
-
-
-def _registered_sources(tracker: Tracker) -> tuple[set[str], set[str]]:
-    """Run ids and logged-model ids behind every registered model version of the store."""
-    runs: set[str] = set()
-    models: set[str] = set()
-    client = tracker.client
-    for version in _every_page(lambda token: client.search_model_versions(max_results=1000, page_token=token)):
-        if version.run_id:
-            runs.add(version.run_id)
-        model_id = getattr(version, "model_id", None)
-        if model_id:
-            models.add(model_id)
-        source = version.source or ""
-        if source.startswith("models:/m-"):
-            models.add(source.removeprefix("models:/").split("/", 1)[0])
-    return runs, models
-
-
-def _every_page(search: Callable[[str | None], Any]) -> list[Any]:
-    """All results of a paged MLflow search (``search(page_token)`` returns a PagedList)."""
-    items: list[Any] = []
-    token: str | None = None
-    while True:
-        page = search(token)
-        items.extend(page)
-        token = getattr(page, "token", None)
-        if not token:
-            return items
-
-
-# --------------------------------------------------------------------------- the registry
-
-
-def champion_params(tracking_uri: str, policy: PromotionPolicy, *, dataset: str) -> tuple[str, dict[str, Any]] | None:
-    """(version, params) of the model holding ``policy.alias``; None when there is none to start from.
-
-    The params are those the promotion gate recorded on the version. A champion of another
-    dataset is skipped here; the gate refuses it later.
-    """
-    champion = registry.current_champion(policy.model_name, policy.alias, tracking_uri=tracking_uri)
-    if champion is None:
-        return None
-    if champion.dataset and champion.dataset != dataset:
-        log.warning("%s@%s is a %s model; no warm start from it", policy.model_name, policy.alias, champion.dataset)
-        return None
-    if not champion.params:
-        log.warning("%s version %s records no params; no warm start from it", policy.model_name, champion.version)
-        return None
-    return champion.version, dict(champion.params)
 
 
 def _run_gate(
@@ -800,185 +454,3 @@ def _run_gate(
     except NoCompleteTrial as exc:  # nothing to promote tonight: a decision, not a failure
         return {"decision": "no_candidate", "promoted": False, "reason": f"not promoted: {exc}"}
     return outcome.to_dict()
-
-
-def _describe_promotion(decision: Mapping[str, Any] | None) -> str:
-    if not decision:
-        return "no decision"
-    return str(decision.get("reason") or decision.get("decision") or "no decision")
-
-
-def _score(decision: Mapping[str, Any] | None, who: str) -> float | None:
-    """The gate's test accuracy of the ``candidate`` or the ``champion`` in a recorded decision."""
-    value = (decision or {}).get(f"{who}_score")
-    return None if value is None else float(value)
-
-
-def _champion_after(studies: Sequence[NightStudy]) -> float | None:
-    """The alias holder's test accuracy after tonight's gates (the last decision that knows it)."""
-    score = None
-    for entry in studies:
-        decision = entry.promotion or {}
-        if decision.get("promoted"):
-            score = _score(decision, "candidate")
-        elif _score(decision, "champion") is not None:
-            score = _score(decision, "champion")
-    return score
-
-
-# --------------------------------------------------------------------------- the report
-
-
-def write_report(
-    folder: Path,
-    *,
-    result: NightlyResult,
-    policy: PromotionPolicy,
-    history: Sequence[Mapping[str, Any]],
-    histories: Mapping[str, Sequence[Mapping[str, float]]],
-    metric: str,
-) -> list[Path]:
-    """The night's PNGs, ``report.md`` and a self-contained ``report.html`` in ``folder``."""
-    from mnist_sweep.display import plots
-
-    folder.mkdir(parents=True, exist_ok=True)
-    night = result.night.isoformat()
-    labels: list[str] = []
-    values: list[float] = []
-    before = next((s.promotion for s in result.studies if _score(s.promotion, "champion") is not None), None)
-    if before is not None:
-        labels.append(f"@{policy.alias} (version {before.get('champion_version')})")
-        values.append(float(before["champion_score"]))
-    several = len(result.studies) > 1
-    for entry in result.studies:
-        score = _score(entry.promotion, "candidate")
-        if score is not None:
-            trial = (entry.promotion or {}).get("trial")
-            space = entry.study_name.removeprefix(f"{result.name}-").removesuffix(f"-{night}")
-            labels.append(f"{space + ' ' if several else ''}tonight's best (trial {trial})")
-            values.append(score)
-    pngs = {
-        "tonight_vs_champion.png": plots.bar_comparison(
-            labels,
-            values,
-            ylabel=f"{policy.metric} (held-out test set)",
-            title=f"Tonight's best vs the champion, {night}",
-        ),
-        "learning_curves.png": plots.curves_overlay(
-            histories, metric=metric, title=f"The night's learning curves ({metric}), {night}"
-        ),
-        "best_over_time.png": plots.best_over_time(
-            [row["night"] for row in history],
-            {
-                "the night's best": [row.get("candidate_test_accuracy") for row in history],
-                f"@{policy.alias} after the night": [row.get("champion_test_accuracy") for row in history],
-            },
-            ylabel=policy.metric,
-            title=f"Best {policy.metric.replace('_', ' ')} across nights ({result.name})",
-        ),
-    }
-    files = [plots.save(figure, folder / name) for name, figure in pngs.items()]
-    markdown = report_markdown(result, policy=policy, metric=metric, images=list(pngs))
-    md_path = folder / "report.md"
-    md_path.write_text(markdown, encoding="utf-8")
-    html_path = folder / "report.html"
-    html_path.write_text(_markdown_page_as_html(result, markdown, folder, list(pngs)), encoding="utf-8")
-    return [md_path, html_path, *files]
-
-
-def report_markdown(result: NightlyResult, *, policy: PromotionPolicy, metric: str, images: Sequence[str]) -> str:
-    """The night in Markdown: the studies, the promotion decisions, the warm start, the images."""
-    lines = [
-        f"# Nightly sweep {result.night.isoformat()} ({result.name})",
-        "",
-        f"Storage `{result.storage}`, MLflow experiment `{result.experiment}`, run `{result.run_id}`.",
-        f"Promotion gate: {policy.metric} on the held-out test set, better by at least {policy.margin:g}, "
-        f"into `{policy.model_name}@{policy.alias}`.",
-        "",
-        f"| study | trials (complete) | run now | warm start | best {metric} | best trial | its test accuracy |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in result.studies:
-        lines.append(
-            f"| `{s.study_name}` | {s.trials} ({s.complete}) | {s.trials_run} | {len(s.warm_start)} | "
-            f"{_fmt(s.best_value)} | {'-' if s.best_trial is None else s.best_trial} | {_fmt(s.best_test_accuracy)} |"
-        )
-    lines += ["", "## Promotion", ""]
-    lines += [f"- `{s.study_name}`: {_describe_promotion(s.promotion)}" for s in result.studies]
-    warm = [(s, item) for s in result.studies for item in s.warm_start]
-    if warm:
-        lines += ["", "## Warm start", ""]
-        lines += [f"- `{s.study_name}`: {item['source']}: `{json.dumps(item['params'])}`" for s, item in warm]
-    lines.append("")
-    for name in images:
-        lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})", ""]
-    return "\n".join(lines)
-
-
-def _markdown_page_as_html(result: NightlyResult, markdown: str, folder: Path, images: Sequence[str]) -> str:
-    """A self-contained HTML page (images inlined), so MLflow's artifact viewer shows it whole."""
-    body: list[str] = []
-    table: list[list[str]] = []
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            head, *rows = table
-            body.append(
-                "<table><tr>"
-                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-                + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-                + "</table>"
-            )
-            table = []
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("!["):
-            name = line[line.index("(") + 1 : -1]
-            if name in images:
-                data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
-                body.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
-    style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}"
-    )
-    title = html.escape(f"Nightly sweep {result.night.isoformat()} ({result.name})")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>" + (
-        "<body>" + "\n".join(body) + "</body></html>\n"
-    )
-
-
-def format_result(result: NightlyResult) -> str:
-    """The summary ``mnist-sweep nightly`` prints."""
-    lines = [f"night {result.night.isoformat()} of {result.name!r} (storage {result.storage})"]
-    if result.taken_over_from:
-        lines.append(f"  took over an expired lock: {result.taken_over_from}")
-    for s in result.studies:
-        lines.append(
-            f"  {s.study_name}: {s.trials} trials ({s.complete} complete, {s.trials_run} run now), "
-            f"best {_fmt(s.best_value)} (trial {'-' if s.best_trial is None else s.best_trial}), "
-            f"warm start {len(s.warm_start)}" + (f"; stopped: {s.stopped_reason}" if s.stopped_reason else "")
-        )
-        lines.append(f"    promotion: {_describe_promotion(s.promotion)}")
-    if result.run_id:
-        lines.append(
-            f"  report: MLflow run {result.run_id} (experiment {result.experiment!r}), {REPORT_DIR}/report.html"
-            + ("" if result.report_logged else " (unchanged)")
-        )
-    if result.deleted_studies or result.deleted_runs:
-        lines.append(f"  retention: deleted {len(result.deleted_studies)} studies, {result.deleted_runs} trial runs")
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
