@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mnist_sweep.app import _promote as registry
 from mnist_sweep.app._night_studies import (
     NIGHT_DATE,
     delete_old_studies,
@@ -52,6 +51,7 @@ from mnist_sweep.app._nightly_report import (
     night_metrics,
     write_report,
 )
+from mnist_sweep.app._promote import promote
 from mnist_sweep.config import NightlyConfig, PromotionPolicy, SearchSpace, night_study_name
 from mnist_sweep.contract import (
     ATTR_NIGHTLY_DATE,
@@ -250,17 +250,8 @@ class _Night:
             raise TrackingError(f"{where}: {first_line(exc)}") from None
 
     def _find_night_run(self) -> str | None:
-        client = self.tracker.client
-        found = self._mlflow(
-            "finding the night's run",
-            lambda: client.search_runs(
-                [self.tracker.experiment_id],
-                filter_string=(
-                    f"tags.`{TAG_NIGHT}` = '{self.night.isoformat()}' and tags.`{TAG_ROLE}` = '{ROLE_NIGHTLY}'"
-                ),
-                max_results=10,
-            ),
-        )
+        wanted = {TAG_NIGHT: self.night.isoformat(), TAG_ROLE: ROLE_NIGHTLY}
+        found = self._mlflow("finding the night's run", lambda: self.tracker.find_runs(wanted, max_results=10))
         if not found:
             return None
         if len(found) > 1:
@@ -396,16 +387,8 @@ class _Night:
 
     def _history(self, tonight: Mapping[str, float]) -> list[dict[str, Any]]:
         """Every night's metrics of this job, oldest first, tonight's from ``tonight``."""
-        runs = self._mlflow(
-            "reading earlier nights",
-            lambda: self.tracker.client.search_runs(
-                [self.tracker.experiment_id],
-                filter_string=(
-                    f"tags.`{TAG_ROLE}` = '{ROLE_NIGHTLY}' and tags.`{TAG_NIGHTLY_JOB}` = '{self.config.name}'"
-                ),
-                max_results=5000,
-            ),
-        )
+        wanted = {TAG_ROLE: ROLE_NIGHTLY, TAG_NIGHTLY_JOB: self.config.name}
+        runs = self._mlflow("reading earlier nights", lambda: self.tracker.find_runs(wanted, max_results=5000))
         by_night: dict[str, dict[str, Any]] = {}
         for run in runs:
             night = run.data.tags.get(TAG_NIGHT)
@@ -438,11 +421,11 @@ class _Night:
 def _run_gate(
     *, study_name: str, storage: str, tracking_uri: str, policy: PromotionPolicy, data_dir: str | None
 ) -> dict[str, Any]:
-    """registry.py's promotion gate on one study, as a JSON-able record of the decision."""
+    """The promotion gate on one study, as a JSON-able record of the decision."""
     from mnist_sweep.app._inspect import NoCompleteTrial
 
     try:
-        outcome = registry.promote(
+        outcome = promote(
             study_name,
             storage=storage,
             tracking_uri=tracking_uri,

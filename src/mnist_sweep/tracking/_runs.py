@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,11 @@ class Tracker:
             raise TrackingError(f"tracking store {self.tracking_uri}: {first_line(exc)}") from None
         except OSError as exc:
             raise TrackingError(f"tracking store {self.tracking_uri}: {exc}") from None
+
+    def find_runs(self, tags: Mapping[str, str], *, max_results: int = 1000) -> list[Run]:
+        """The runs of this experiment whose tags have all of ``tags``' values."""
+        wanted = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        return list(self.client.search_runs([self.experiment_id], filter_string=wanted, max_results=max_results))
 
     def check(self) -> None:
         """Fail fast (TrackingError) when the store cannot be reached."""
