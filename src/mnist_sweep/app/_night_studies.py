@@ -147,6 +147,7 @@ def sampled_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, A
 
 
 def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``k`` best COMPLETE trials, best first (earlier trial first on a tie)."""
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
@@ -192,10 +193,12 @@ def night_curves(storage: str, result: NightlyResult) -> dict[str, list[dict[str
 
 
 def study_exists(storage: str, name: str) -> bool:
+    """Whether ``storage`` holds a study called ``name``."""
     return load_existing(storage, name) is not None
 
 
 def load_existing(storage: str, name: str) -> optuna.Study | None:
+    """Study ``name`` of ``storage``; None when there is none (never creates one)."""
     import optuna
 
     from mnist_sweep.stores import open_storage
@@ -223,6 +226,7 @@ def night_studies(storage: str, job: str) -> list[tuple[str, dt.date]]:
 
 
 def night_dates(storage: str, job: str, study: str) -> list[dt.date]:
+    """The nights on which ``job`` ran search space ``study``."""
     return [night for name, night in night_studies(storage, job) if name == night_study_name(job, study, night)]
 
 

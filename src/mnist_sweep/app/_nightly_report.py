@@ -61,6 +61,7 @@ class NightlyResult:
 
 
 def describe_promotion(decision: Mapping[str, Any] | None) -> str:
+    """A recorded promotion decision in one line (its reason)."""
     if not decision:
         return "no decision"
     return str(decision.get("reason") or decision.get("decision") or "no decision")

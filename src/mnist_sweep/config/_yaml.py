@@ -76,15 +76,18 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 def join_key(path: str, key: str) -> str:
+    """``path.key``, or ``key`` at the top level: the key path error messages name."""
     return f"{path}.{key}" if path else key
 
 
 def show(value: Any) -> str:
+    """``value`` as an error message quotes it, cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def kind_of(value: Any) -> str:
+    """What ``value`` is, in words: ``null``, ``a mapping``, ``the string 'x'``..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -99,6 +102,7 @@ def kind_of(value: Any) -> str:
 
 
 def did_you_mean(word: str, options: Sequence[str]) -> str:
+    """``did you mean 'x'? `` for the closest of ``options``, or nothing."""
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"did you mean {close[0]!r}? " if close else ""
 
