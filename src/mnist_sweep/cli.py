@@ -280,7 +280,8 @@ def nightly(
     Exit codes: 0 done (promoted or not), 1 failed (re-run the same date to resume),
     2 bad file or flag, 3 already running (another instance holds the lock).
     """
-    from mnist_sweep.app import NightlyOptions, describe_config, format_result, load_nightly, run_nightly
+    from mnist_sweep.app import NightlyOptions, format_result, run_nightly
+    from mnist_sweep.config import describe_config, load_nightly
 
     config = load_nightly(file)
     if check:

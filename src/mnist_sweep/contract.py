@@ -40,6 +40,8 @@ ATTR_PARAM_COUNT: Final = "param_count"
 """Number of weights of the trained model."""
 ATTR_MODEL_URI: Final = "model_uri"
 """The trial's logged MLflow model (``models:/m-...``)."""
+ATTR_WARM_START_SOURCE: Final = "warm_start"
+"""Where an enqueued warm-start trial's params came from (the champion, or an earlier night's top trial)."""
 
 # --------------------------------------------------------------------------- Optuna study user attributes
 
@@ -67,6 +69,13 @@ ATTR_NIGHTLY_WARM_START: Final = "nightly_warm_start"
 """Params enqueued first on that night."""
 ATTR_NIGHTLY_PROMOTION: Final = "nightly_promotion"
 """The night's promotion decision, made once."""
+
+# --------------------------------------------------------------------------- Optuna's own system attributes
+
+ATTR_ENQUEUED: Final = "fixed_params"
+"""Optuna's system attribute on an enqueued trial (a retry, a warm start): its params were given, not sampled."""
+ATTR_RETRY_HISTORY: Final = "retry_history"
+"""Set by Optuna's ``RetryFailedTrialCallback``: the numbers of the trials a retry replays (read only)."""
 
 # --------------------------------------------------------------------------- MLflow tags
 
@@ -123,6 +132,33 @@ TAG_NIGHTLY_JOB: Final = "mnist_sweep.nightly_job"
 TAG_NIGHT_STATE: Final = "mnist_sweep.night_state"
 TAG_NIGHT_PROMOTION: Final = "mnist_sweep.night_promotion"
 TAG_NIGHT_REPORTED: Final = "mnist_sweep.night_reported"
+"""``true`` once the night's report is logged (a re-run with nothing new keeps it)."""
+
+# --------------------------------------------------------------------------- model-version tags (registry)
+# A promoted version also carries TAG_STUDY, TAG_TRIAL_NUMBER, TAG_STORAGE, TAG_OBJECTIVE,
+# TAG_DATASET, TAG_DATA_SHA256, TAG_VERSION and TAG_GIT_COMMIT, and ``TAG_PREFIX + <metric>``
+# for each validation metric of the trial's last epoch.
+
+TAG_PARAMS: Final = "mnist_sweep.params"
+"""JSON of the promoted trial's params (what a warm start replays)."""
+TAG_OBJECTIVE_VALUE: Final = "mnist_sweep.objective_value"
+"""The trial's objective value in its study."""
+TAG_TEST_ACCURACY: Final = "mnist_sweep.test_accuracy"
+"""The gate's test accuracy of the version."""
+TAG_TEST_CORRECT: Final = "mnist_sweep.test_correct"
+"""Test images the version classified correctly (the gate score, exact)."""
+TAG_TEST_IMAGES: Final = "mnist_sweep.test_images"
+"""Test images the gate evaluated on."""
+TAG_GATE: Final = "mnist_sweep.gate"
+"""``passed`` when the version passed the promotion gate."""
+TAG_GATE_RULE: Final = "mnist_sweep.gate_rule"
+"""The gate's rule in words."""
+TAG_PREVIOUS_VERSION: Final = "mnist_sweep.previous_version"
+"""The version that held the alias when this one was compared (``none`` if none)."""
+TAG_PREVIOUS_TEST_ACCURACY: Final = "mnist_sweep.previous_test_accuracy"
+"""That version's test accuracy on the same images."""
+TAG_SUPERSEDED_BY: Final = "mnist_sweep.superseded_by"
+"""The version that took the alias while this one was being promoted."""
 
 # --------------------------------------------------------------------------- values
 
@@ -132,3 +168,10 @@ STATE_PRUNED: Final = "PRUNED"
 STATE_FAIL: Final = "FAIL"
 ROLE_STUDY: Final = "study"
 ROLE_NIGHTLY: Final = "nightly"
+GATE_PASSED: Final = "passed"
+"""TAG_GATE of a version that passed the promotion gate."""
+# TAG_NIGHT_STATE values, in the order a night goes through them.
+NIGHT_SWEEPING: Final = "sweeping"
+NIGHT_PROMOTING: Final = "promoting"
+NIGHT_REPORTING: Final = "reporting"
+NIGHT_DONE: Final = "done"

@@ -41,6 +41,18 @@ class TrackingError(MnistSweepError):
     exit_code = 1
 
 
+class ModelMissing(MnistSweepError):
+    """The model to evaluate, promote or predict with cannot be found or loaded."""
+
+    exit_code = 1
+
+
+class DatasetMismatch(MnistSweepError):
+    """The candidate and the alias holder were trained on different data sets."""
+
+    exit_code = 2
+
+
 class StorageError(MnistSweepError):
     """The Optuna storage cannot be reached or used."""
 

@@ -1,10 +1,9 @@
-"""The nightly job: config validation, the storage lock, warm start, retention, and two simulated
+"""The nightly job: the storage lock, warm start, retention, and two simulated
 nights end to end (tiny real data, explicit dates, sqlite stores under tmp_path)."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 import os
 import signal
@@ -16,170 +15,21 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 
-from mnist_sweep.app._nightly import (
-    NightlyOptions,
-    delete_old_studies,
-    delete_old_trial_runs,
-    load_nightly,
-    night_study_name,
-    parse_date,
-    run_nightly,
-    sampled_params,
-)
-from mnist_sweep.config._space import parse_space
+from mnist_sweep.app._night_studies import delete_old_studies, sampled_params
+from mnist_sweep.app._nightly import NightlyOptions, parse_date, run_nightly
+from mnist_sweep.config import load_nightly, night_study_name, parse_space
 from mnist_sweep.errors import AlreadyRunning, ConfigError
 from mnist_sweep.stores._locks import JobLock, LockLost, lock_holder
+from mnist_sweep.tracking import delete_old_trial_runs
+from nightly_support import SPACE, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACE = """\
-study: tiny
-dataset: mnist
-seed: 0
-limit: 300
-objective: {metric: val_accuracy}
-sampler: {name: random, seed: 0}
-pruner: {name: none}
-budget: {n_trials: 5}
-fixed: {epochs: 1, batch_size: 64, optimizer: adam}
-space:
-  width: {type: categorical, choices: [8, 16, 32, 64]}
-  activation: {type: categorical, choices: [relu, tanh]}
-"""
-
-NIGHTLY: dict[str, Any] = {
-    "name": "nightly",
-    "spaces": ["tiny.yaml"],
-    "budget": {"n_trials": 2},
-    "promotion": {"metric": "test_accuracy", "margin": 0.0, "model_name": "tiny-model", "alias": "champion"},
-    "warm_start": {"champion": True, "previous_top_k": 2},
-    "retention": {"nights": 30, "unregistered_models": 7},
-    "lock": {"ttl": 60},
-}
-
-
-def write_config(folder: Path, changes: dict[str, Any] | None = None, *, space: str = SPACE) -> Path:
-    (folder / "tiny.yaml").write_text(space)
-    data = copy.deepcopy(NIGHTLY)
-    for key, value in (changes or {}).items():
-        data[key] = value
-    path = folder / "nightly.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
 
 def storage_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'optuna.db'}"
-
-
-# --------------------------------------------------------------------------- the file
-
-
-def test_shipped_nightly_file_validates() -> None:
-    config = load_nightly(ROOT / "sweeps" / "nightly.yaml")
-    assert config.name == "nightly"
-    assert [s.study_name for s in config.spaces] == ["full"]
-    assert config.budget.n_trials and config.budget.timeout
-    assert config.promotion.alias == "champion"
-    assert config.warm_start.champion and config.warm_start.previous_top_k == 3
-    assert config.retention.nights and config.retention.unregistered_models
-    assert config.storage is None and config.tracking_uri is None
-
-
-def test_defaults_and_relative_space_paths(tmp_path: Path) -> None:
-    (tmp_path / "spaces").mkdir()
-    (tmp_path / "spaces" / "tiny.yaml").write_text(SPACE)
-    (tmp_path / "jobs").mkdir()
-    path = tmp_path / "jobs" / "n.yaml"
-    path.write_text("spaces: ../spaces/tiny.yaml\nbudget: {timeout: 60}\n")
-    config = load_nightly(path)
-    assert config.name == "nightly"
-    assert Path(config.spaces[0].source) == tmp_path / "spaces" / "tiny.yaml"
-    assert config.budget.n_trials is None and config.budget.timeout == 60
-    assert config.promotion.metric == "test_accuracy" and config.promotion.alias == "champion"
-    assert config.warm_start.champion and config.warm_start.previous_top_k == 3
-    assert config.retention.nights is None and config.lock_ttl == 300
-
-
-INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
-    ("unknown top key", {"nights": 3}, ["nightly.yaml: nights: unknown key 'nights'", "allowed: name, spaces"]),
-    ("typo suggests", {"retension": {}}, ["retension", "did you mean 'retention'?"]),
-    ("spaces missing", {"spaces": None}, ["spaces", "non-empty list"]),
-    ("spaces empty", {"spaces": []}, ["spaces", "non-empty list"]),
-    ("space not a string", {"spaces": [3]}, ["spaces[0]", "must be a string"]),
-    ("space file missing", {"spaces": ["nope.yaml"]}, ["spaces[0]", "nope.yaml: file not found"]),
-    ("space file invalid", {"spaces": ["bad.yaml"]}, ["spaces[0]", "bad.yaml: space.width", "must be a mapping"]),
-    ("space twice", {"spaces": ["tiny.yaml", "tiny.yaml"]}, ["spaces[1]", "already run by spaces[0]"]),
-    ("mixed datasets", {"spaces": ["tiny.yaml", "fashion.yaml"]}, ["spaces[1]", "must share a dataset"]),
-    ("bad job name", {"name": "night ly"}, ["name", "letters, digits"]),
-    ("name too long", {"name": "n" * 120}, ["spaces[0]", "exceed 128 characters"]),
-    ("budget empty", {"budget": {}}, ["budget", "at least one of `n_trials`"]),
-    ("budget not a mapping", {"budget": 3}, ["budget", "must be a mapping"]),
-    ("zero trials", {"budget": {"n_trials": 0}}, ["budget.n_trials", "must be >= 1, got 0"]),
-    ("string timeout", {"budget": {"timeout": "4h"}}, ["budget.timeout", "must be a number"]),
-    ("budget unknown key", {"budget": {"n_trials": 2, "trials": 3}}, ["budget.trials", "unknown key"]),
-    ("bad storage", {"storage": "redis://x"}, ["storage", "unsupported"]),
-    ("bad tracking uri", {"tracking_uri": "ftp://x"}, ["tracking_uri", "unsupported scheme"]),
-    ("unknown metric", {"promotion": {"metric": "val_accuracy"}}, ["promotion.metric", "measures test_accuracy"]),
-    ("metric typo", {"promotion": {"metric": "test_acuracy"}}, ["did you mean 'test_accuracy'?"]),
-    ("negative margin", {"promotion": {"margin": -0.1}}, ["promotion.margin", "at least 0 and below 1"]),
-    ("margin of one", {"promotion": {"margin": 1}}, ["promotion.margin", "at least 0 and below 1"]),
-    ("margin not a number", {"promotion": {"margin": "a lot"}}, ["promotion.margin", "must be a number"]),
-    ("model name with slash", {"promotion": {"model_name": "a/b"}}, ["promotion.model_name", "without '/'"]),
-    ("model name with quote", {"promotion": {"model_name": "a'b"}}, ["promotion.model_name", "quotes"]),
-    ("alias latest", {"promotion": {"alias": "latest"}}, ["promotion.alias", "'latest'"]),
-    ("alias like a version", {"promotion": {"alias": "v3"}}, ["promotion.alias", "like 'v1'"]),
-    ("promotion unknown key", {"promotion": {"alias_name": "x"}}, ["promotion.alias_name", "did you mean 'alias'?"]),
-    ("warm start not bool", {"warm_start": {"champion": "yes"}}, ["warm_start.champion", "true or false"]),
-    ("negative top k", {"warm_start": {"previous_top_k": -1}}, ["warm_start.previous_top_k", ">= 0"]),
-    ("zero nights", {"retention": {"nights": 0}}, ["retention.nights", "must be >= 1"]),
-    ("float models", {"retention": {"unregistered_models": 1.5}}, ["retention.unregistered_models", "integer"]),
-    ("zero ttl", {"lock": {"ttl": 0}}, ["lock.ttl", "must be > 0 seconds"]),
-    ("lock unknown key", {"lock": {"timeout": 3}}, ["lock.timeout", "unknown key"]),
-]
-
-
-@pytest.mark.parametrize(("changes", "expected"), [r[1:] for r in INVALID], ids=[r[0] for r in INVALID])
-def test_invalid_nightly_file_is_rejected_precisely(
-    tmp_path: Path, changes: dict[str, Any], expected: list[str]
-) -> None:
-    (tmp_path / "bad.yaml").write_text(
-        SPACE.replace("width: {type: categorical, choices: [8, 16, 32, 64]}", "width: 3")
-    )
-    (tmp_path / "fashion.yaml").write_text(SPACE.replace("study: tiny", "study: f").replace("mnist", "fashion_mnist"))
-    path = write_config(tmp_path, changes)
-    with pytest.raises(ConfigError) as info:
-        load_nightly(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: "), message
-    for part in expected:
-        assert part in message, f"{part!r} not in {message!r}"
-    assert "\n" not in message
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("", "the file is empty"),
-        ("- a\n", "top level must be a mapping"),
-        ("spaces: [a\n", "invalid YAML at line 2"),
-        ("budget: {n_trials: 1}\n", "spaces: required key is missing"),
-        ("spaces: x.yaml\nbudget: {n_trials: 1}\nbudget: {n_trials: 2}\n", "duplicate key 'budget'"),
-    ],
-)
-def test_invalid_yaml_is_rejected(tmp_path: Path, text: str, expected: str) -> None:
-    path = tmp_path / "n.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=expected):
-        load_nightly(path)
-
-
-def test_missing_file() -> None:
-    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
-        load_nightly("nope.yaml")
 
 
 @pytest.mark.parametrize(("value", "message"), [("2026-13-01", "not a calendar date"), ("01/02/2026", "like 2026")])
@@ -250,7 +100,7 @@ def test_sampled_params_keeps_only_what_tonight_samples() -> None:
 
 
 def test_seconds_spent_counts_the_nights_finished_trials(tmp_path: Path) -> None:
-    from mnist_sweep.app._nightly import seconds_spent
+    from mnist_sweep.app._night_studies import seconds_spent
 
     config = load_nightly(write_config(tmp_path))
     url = storage_url(tmp_path)

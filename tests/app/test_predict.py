@@ -22,6 +22,7 @@ from PIL import Image
 
 from mnist_sweep.app import _promote as registry
 from mnist_sweep.cli import main
+from mnist_sweep.tracking import load_model
 from registry_helpers import Studies, trained_studies
 
 MODEL = "predict-model"
@@ -59,7 +60,7 @@ def own(champion: Studies, digits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The champion's own probabilities for the digits, straight from the arrays."""
     from mnist_sweep.model._build import probabilities
 
-    model = registry.load_model(CHAMPION, tracking_uri=champion.tracking_uri)
+    model = load_model(CHAMPION, tracking_uri=champion.tracking_uri)
     return np.asarray(probabilities(model, digits[0].astype(np.float32) / 255.0))
 
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from mnist_sweep.app import _promote as registry
 from mnist_sweep.cli import main
+from mnist_sweep.tracking import Registry, load_model
 from registry_helpers import Studies, trained_studies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,16 +247,16 @@ def test_a_better_model_that_takes_the_alias_meanwhile_keeps_it(
     studies: Studies, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The weak candidate passes against no champion; the strong one is promoted before weak moves the alias."""
-    real_register = registry._Registry.register
+    real_register = Registry.register
     racing: list[registry.Promotion] = []
 
     def register_then_race(self: Any, name: str, **kwargs: Any) -> Any:
         ours = real_register(self, name, **kwargs)
-        monkeypatch.setattr(registry._Registry, "register", real_register)
+        monkeypatch.setattr(Registry, "register", real_register)
         racing.append(lib_promote(studies, studies.strong, "race-better"))
         return ours
 
-    monkeypatch.setattr(registry._Registry, "register", register_then_race)
+    monkeypatch.setattr(Registry, "register", register_then_race)
     result = lib_promote(studies, studies.weak, "race-better")
 
     assert racing[0].promoted and racing[0].version == "2"
@@ -268,7 +269,7 @@ def test_a_better_model_that_takes_the_alias_meanwhile_keeps_it(
 
 def test_a_stale_worse_write_after_ours_is_undone(studies: Studies, monkeypatch: pytest.MonkeyPatch) -> None:
     """A racing promotion of the weak model read the alias before we moved it, and writes after us."""
-    real_set_alias = registry._Registry.set_alias
+    real_set_alias = Registry.set_alias
     writes: list[str] = []
 
     def set_then_stale_write(self: Any, name: str, alias: str, version: str) -> None:
@@ -278,7 +279,7 @@ def test_a_stale_worse_write_after_ours_is_undone(studies: Studies, monkeypatch:
             stale = register_like_a_promotion(studies, self, name, studies.weak)
             real_set_alias(self, name, alias, stale)
 
-    monkeypatch.setattr(registry._Registry, "set_alias", set_then_stale_write)
+    monkeypatch.setattr(Registry, "set_alias", set_then_stale_write)
     result = lib_promote(studies, studies.strong, "race-stale")
 
     assert result.promoted and result.version == "1"
@@ -296,7 +297,7 @@ def register_like_a_promotion(studies: Studies, reg: Any, name: str, study: str)
 
     best = studies.best(study)
     raw = load_raw("mnist")
-    model = registry.load_model(best.model_uri, tracking_uri=studies.tracking_uri)
+    model = load_model(best.model_uri, tracking_uri=studies.tracking_uri)
     score = registry.evaluate(model, raw.test_images / 255.0, raw.test_labels)
     tags = {
         "mnist_sweep.gate": "passed",

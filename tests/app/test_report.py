@@ -197,7 +197,7 @@ def test_compare_puts_studies_side_by_side(tiny_study: TinyStudy, tmp_path: Path
 
 
 def test_compare_charts_test_accuracy_when_objectives_differ(tmp_path: Path) -> None:
-    from mnist_sweep.app._report import compare_studies
+    from mnist_sweep.app._compare import compare_studies
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     made_up_study(storage, "by-accuracy", metric="val_accuracy", direction="maximize", values=[0.9, 0.95])

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_sweep.config._space import PRUNERS, SAMPLERS, SearchSpace, load_space, parse_space
+from mnist_sweep.config import PRUNERS, SAMPLERS, SearchSpace, load_space, parse_space
 from mnist_sweep.errors import ConfigError
 from mnist_sweep.model._params import PARAMS, resolve_params
 
@@ -634,7 +634,7 @@ def test_with_overrides_rejects_bad_flags(kwargs: dict[str, Any], message: str) 
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, mnist_sweep.space; "
+        "import sys, mnist_sweep.config._space, mnist_sweep.config._nightly; "
         "heavy = [m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules]; "
         "print(heavy); sys.exit(bool(heavy))"
     )

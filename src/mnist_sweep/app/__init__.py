@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from mnist_sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mnist_sweep.app._compare import compare_studies
     from mnist_sweep.app._dashboard import prepare_dashboard
     from mnist_sweep.app._inspect import (
         best_trial,
@@ -20,10 +21,11 @@ if TYPE_CHECKING:
         resolve_storage,
         study_status,
     )
-    from mnist_sweep.app._nightly import NightlyOptions, describe_config, format_result, load_nightly, run_nightly
+    from mnist_sweep.app._nightly import NightlyOptions, run_nightly
+    from mnist_sweep.app._nightly_report import format_result
     from mnist_sweep.app._predict import predict_files
     from mnist_sweep.app._promote import promote
-    from mnist_sweep.app._report import build_report, compare_studies
+    from mnist_sweep.app._report import build_report
     from mnist_sweep.app._train import TrainJob, presets_table, run_train, sweep_table, train_summary
 
 __getattr__, __all__ = lazy_exports(
@@ -33,14 +35,12 @@ __getattr__, __all__ = lazy_exports(
         "TrainJob": "_train",
         "best_trial": "_inspect",
         "build_report": "_report",
-        "compare_studies": "_report",
-        "describe_config": "_nightly",
+        "compare_studies": "_compare",
         "format_best": "_inspect",
-        "format_result": "_nightly",
+        "format_result": "_nightly_report",
         "format_status": "_inspect",
         "format_studies": "_inspect",
         "list_studies": "_inspect",
-        "load_nightly": "_nightly",
         "predict_files": "_predict",
         "prepare_dashboard": "_dashboard",
         "presets_table": "_train",

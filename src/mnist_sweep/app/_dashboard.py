@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnist_sweep.contract import ATTR_OBJECTIVE_METRIC
 from mnist_sweep.errors import MnistSweepError
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _study_id(name: str, storage: str) -> int:
     from mnist_sweep.stores import load_study, open_storage
 
     study = load_study(name, storage)
-    metric = study.user_attrs.get("objective_metric")
+    metric = study.user_attrs.get(ATTR_OBJECTIVE_METRIC)
     if metric and not study.metric_names and len(study.directions) == 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

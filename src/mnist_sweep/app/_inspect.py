@@ -13,12 +13,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_sweep.contract import (
+    ATTR_DATASET,
+    ATTR_DUPLICATE_OF,
+    ATTR_HISTORY,
+    ATTR_MODEL_URI,
+    ATTR_OBJECTIVE_METRIC,
+    ATTR_PARAMS,
+    ATTR_RUN_ID,
+    ATTR_TEST_ACCURACY,
+    ATTR_TEST_LOSS,
+)
+from mnist_sweep.display import text_table
 from mnist_sweep.errors import MnistSweepError, StorageError
 
 if TYPE_CHECKING:
     import optuna
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+_TEST_METRICS = {"test_accuracy": ATTR_TEST_ACCURACY, "test_loss": ATTR_TEST_LOSS}  # shown name -> trial attribute
 
 
 class NoCompleteTrial(MnistSweepError):
@@ -131,8 +144,6 @@ def best_of(study: optuna.Study) -> BestTrial:
     """The best COMPLETE trial of ``study`` (by its objective, never by test metrics)."""
     from optuna.trial import TrialState
 
-    from mnist_sweep.contract import ATTR_DUPLICATE_OF, ATTR_HISTORY, ATTR_PARAMS, ATTR_RUN_ID
-
     try:
         trial = study.best_trial
     except ValueError:
@@ -156,18 +167,18 @@ def best_of(study: optuna.Study) -> BestTrial:
     return BestTrial(
         study=study.study_name,
         number=trial.number,
-        dataset=study_attrs.get("dataset"),
-        metric=study_attrs.get("objective_metric") or "value",
+        dataset=study_attrs.get(ATTR_DATASET),
+        metric=study_attrs.get(ATTR_OBJECTIVE_METRIC) or "value",
         direction=study.direction.name.lower(),
         value=float(trial.value if trial.value is not None else float("nan")),
         params=dict(attrs.get(ATTR_PARAMS) or trial.params),
         validation={k: float(v) for k, v in last.items() if k.startswith("val_")},
         training={k: float(v) for k, v in last.items() if k in ("accuracy", "loss")},
-        test={k: float(attrs[k]) for k in ("test_accuracy", "test_loss") if attrs.get(k) is not None},
+        test={k: float(attrs[key]) for k, key in _TEST_METRICS.items() if attrs.get(key) is not None},
         epochs=len(history),
         run_id=attrs.get(ATTR_RUN_ID),
         model_run_id=model_run_id,
-        model_uri=attrs.get("model_uri") or None,
+        model_uri=attrs.get(ATTR_MODEL_URI) or None,
         duplicate_of=duplicate_of,
     )
 
@@ -183,7 +194,6 @@ def study_status(name: str, storage: str, *, now: datetime | None = None) -> Stu
     """Counts by state, the best trial so far, and the trials running now with their age."""
     from optuna.trial import TrialState
 
-    from mnist_sweep.contract import ATTR_RUN_ID
     from mnist_sweep.stores import load_study, redact_url
 
     study = load_study(name, storage)
@@ -209,8 +219,8 @@ def study_status(name: str, storage: str, *, now: datetime | None = None) -> Stu
     return StudyStatus(
         study=study.study_name,
         storage=redact_url(storage),
-        dataset=study.user_attrs.get("dataset"),
-        metric=study.user_attrs.get("objective_metric") or "value",
+        dataset=study.user_attrs.get(ATTR_DATASET),
+        metric=study.user_attrs.get(ATTR_OBJECTIVE_METRIC) or "value",
         direction=study.direction.name.lower(),
         counts=_counts(study),
         best=best,
@@ -237,8 +247,8 @@ def list_studies(storage: str) -> list[StudyOverview]:
         out.append(
             StudyOverview(
                 study=summary.study_name,
-                dataset=summary.user_attrs.get("dataset"),
-                metric=summary.user_attrs.get("objective_metric") or "value",
+                dataset=summary.user_attrs.get(ATTR_DATASET),
+                metric=summary.user_attrs.get(ATTR_OBJECTIVE_METRIC) or "value",
                 direction=summary.direction.name.lower(),
                 counts=_counts(study),
                 best_value=best.value if best is not None else None,
@@ -320,9 +330,7 @@ def format_studies(studies: Sequence[StudyOverview], storage: str) -> str:
                 _when(s.started) if s.started else "-",
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return f"{len(studies)} studies in {redact_url(storage)}\n" + "\n".join(table)
+    return f"{len(studies)} studies in {redact_url(storage)}\n" + text_table(rows, rule=False)
 
 
 def duration(seconds: float) -> str:

@@ -2,12 +2,12 @@
 
 ``mnist-sweep nightly sweeps/nightly.yaml [--date YYYY-MM-DD]`` runs one *night*:
 
-1. takes the job's lock in the shared Optuna storage (:mod:`mnist_sweep.locks`), so a second
+1. takes the job's lock in the shared Optuna storage (:class:`mnist_sweep.stores.JobLock`), so a second
    instance on any machine exits at once (:class:`~mnist_sweep.errors.AlreadyRunning`, exit 3);
 2. for each search space, creates or resumes the night's own study ``<name>-<study>-<date>``;
    a new study first gets the champion's params and the previous night's top-k enqueued
    (warm start), then trials run until the night's budget is spent;
-3. runs the promotion gate of :mod:`mnist_sweep.registry` on each night study, once per date:
+3. runs the promotion gate of :mod:`mnist_sweep.app._promote` on each night study, once per date:
    the decision is recorded on the study (``nightly_promotion``) and never taken again;
 4. logs a report (Markdown and self-contained HTML, with PNGs: tonight's best against the
    champion, the night's learning curves, the best accuracy across nights) to a parent MLflow
@@ -19,52 +19,65 @@
 Re-running a date resumes what is left of it (trials, then whichever of gate and report did not
 happen) and changes nothing once the night is complete.
 
-The file format (unknown keys are errors at every level; ``*`` marks required keys)::
-
-    name: nightly                  # job name: lock, study prefix, MLflow experiment
-    spaces*: [../search_spaces/full.yaml]   # search-space files, relative to this file
-    budget*: {n_trials: 20, timeout: 14400} # per night: trials per space, seconds for the night
-    storage: null                  # Optuna storage URL; --storage / $MNIST_SWEEP_STORAGE win
-    tracking_uri: null             # MLflow URI; --tracking-uri / $MLFLOW_TRACKING_URI win
-    promotion: {metric: test_accuracy, margin: 0.001, model_name: mnist-classifier, alias: champion}
-    warm_start: {champion: true, previous_top_k: 3}
-    retention: {nights: 30, unregistered_models: 7}  # null keeps everything
-    lock: {ttl: 300}               # seconds a dead run's lock lives on
+The file format and its checks are :mod:`mnist_sweep.config._nightly`'s.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
-import html
-import json
 import logging
-import math
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mnist_sweep.app import _promote as registry
-from mnist_sweep.config import STUDY_NAME, SearchSpace, load_space
-from mnist_sweep.config._space import (  # moves to config/ (nightly schema)
-    _can_sample,
-    _Checker,
-    _did_you_mean,
-    _join,
-    _kind,
-    _load_yaml,
-    _show,
+from mnist_sweep.app._night_studies import (
+    NIGHT_DATE,
+    delete_old_studies,
+    load_existing,
+    night_curves,
+    seconds_spent,
+    space_for_night,
+    study_exists,
+    summarize_night_study,
+    warm_start,
 )
-from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError
-from mnist_sweep.model import PER_LAYER_WIDTH
+from mnist_sweep.app._nightly_report import (
+    REPORT_DIR,
+    NightlyResult,
+    NightStudy,
+    describe_promotion,
+    night_metrics,
+    write_report,
+)
+from mnist_sweep.app._promote import promote
+from mnist_sweep.config import NightlyConfig, PromotionPolicy, SearchSpace, night_study_name
+from mnist_sweep.contract import (
+    ATTR_NIGHTLY_DATE,
+    ATTR_NIGHTLY_JOB,
+    ATTR_NIGHTLY_PROMOTION,
+    ATTR_NIGHTLY_WARM_START,
+    ATTR_PARENT_RUN,
+    NIGHT_DONE,
+    NIGHT_PROMOTING,
+    NIGHT_REPORTING,
+    NIGHT_SWEEPING,
+    ROLE_NIGHTLY,
+    TAG_DATASET,
+    TAG_NIGHT,
+    TAG_NIGHT_PROMOTION,
+    TAG_NIGHT_REPORTED,
+    TAG_NIGHT_STATE,
+    TAG_NIGHTLY_JOB,
+    TAG_ROLE,
+    TAG_STORAGE,
+)
+from mnist_sweep.errors import AlreadyRunning, ConfigError, DatasetMismatch, MnistSweepError, first_line
+from mnist_sweep.tracking import delete_old_trial_runs
 
 if TYPE_CHECKING:
-    import optuna
-
     from mnist_sweep.display import Progress
     from mnist_sweep.stores import JobLock
     from mnist_sweep.tracking import NullRun, RunHandle, Tracker
@@ -72,56 +85,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-__all__ = [
-    "NightlyConfig",
-    "NightlyFailed",
-    "NightlyOptions",
-    "NightlyResult",
-    "champion_params",
-    "delete_old_studies",
-    "delete_old_trial_runs",
-    "describe_config",
-    "format_result",
-    "load_nightly",
-    "night_study_name",
-    "parse_date",
-    "parse_nightly",
-    "resolve_uris",
-    "run_nightly",
-    "sampled_params",
-    "seconds_spent",
-    "write_report",
-]
-
-TOP_KEYS = ("name", "spaces", "budget", "storage", "tracking_uri", "promotion", "warm_start", "retention", "lock")
-REQUIRED_TOP_KEYS = ("spaces", "budget")
-DEFAULT_NAME = "nightly"
-DEFAULT_TOP_K = 3
-DEFAULT_LOCK_TTL = 300.0
-# The gate of registry.py measures accuracy on the held-out test set; `metric` names it so a
-# file says what it compares, and leaves room for other gate metrics.
-PROMOTION_METRICS = ("test_accuracy",)
-DEFAULT_PROMOTION = {
-    "metric": "test_accuracy",
-    "margin": registry.DEFAULT_MIN_IMPROVEMENT,
-    "model_name": registry.DEFAULT_MODEL_NAME,
-    "alias": registry.DEFAULT_ALIAS,
-}
-_ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-# Study user attributes (Optuna storage) and run tags (MLflow) this module owns.
-ATTR_JOB = "nightly_job"
-ATTR_DATE = "nightly_date"
-ATTR_WARM_START = "nightly_warm_start"
-ATTR_PROMOTION = "nightly_promotion"
-TAG_NIGHT = "mnist_sweep.night"
-TAG_JOB = "mnist_sweep.nightly_job"
-TAG_ROLE = "mnist_sweep.role"
-TAG_STATE = "mnist_sweep.night_state"
-TAG_PROMOTION = "mnist_sweep.night_promotion"
-TAG_REPORTED = "mnist_sweep.night_reported"
-REPORT_DIR = "report"
+__all__ = ["NightlyFailed", "NightlyOptions", "parse_date", "resolve_uris", "run_nightly"]
 
 
 class NightlyFailed(MnistSweepError):
@@ -130,333 +94,18 @@ class NightlyFailed(MnistSweepError):
     exit_code = 1
 
 
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class NightlyBudget:
-    """Per night: trials per space (None: the space file's) and seconds for the whole night."""
-
-    n_trials: int | None
-    timeout: float | None
-
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    """What the gate compares (on the held-out test set), by how much, and what it moves.
-
-    The candidate must be better than the alias holder by at least ``margin`` (and better at
-    all): :func:`mnist_sweep.registry.passes_gate`.
-    """
-
-    metric: str
-    margin: float
-    model_name: str
-    alias: str
-
-
-@dataclass(frozen=True)
-class WarmStart:
-    """What a new night study runs first: the champion's params, the previous night's best."""
-
-    champion: bool
-    previous_top_k: int
-
-
-@dataclass(frozen=True)
-class Retention:
-    """Nights of studies and of unregistered trial models to keep (None: keep all)."""
-
-    nights: int | None
-    unregistered_models: int | None
-
-
-@dataclass(frozen=True)
-class NightlyConfig:
-    """A validated nightly file."""
-
-    source: str
-    text: str
-    name: str
-    spaces: tuple[SearchSpace, ...]
-    budget: NightlyBudget
-    storage: str | None
-    tracking_uri: str | None
-    promotion: PromotionPolicy
-    warm_start: WarmStart
-    retention: Retention
-    lock_ttl: float
-
-    @property
-    def dataset(self) -> str:
-        return self.spaces[0].dataset
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "spaces": [s.source for s in self.spaces],
-            "budget": {"n_trials": self.budget.n_trials, "timeout": self.budget.timeout},
-            "storage": self.storage,
-            "tracking_uri": self.tracking_uri,
-            "promotion": {
-                "metric": self.promotion.metric,
-                "margin": self.promotion.margin,
-                "model_name": self.promotion.model_name,
-                "alias": self.promotion.alias,
-            },
-            "warm_start": {"champion": self.warm_start.champion, "previous_top_k": self.warm_start.previous_top_k},
-            "retention": {"nights": self.retention.nights, "unregistered_models": self.retention.unregistered_models},
-            "lock": {"ttl": self.lock_ttl},
-        }
-
-
-def load_nightly(path: str | os.PathLike[str]) -> NightlyConfig:
-    """Read and validate a nightly YAML file and every search space it names.
-
-    Raises :class:`ConfigError` naming the file, the key path and the problem; an error in a
-    search-space file names both the nightly key (``spaces[0]``) and that file's own key.
-    """
-    source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=source) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a YAML file", source=source) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", source=source) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", source=source) from None
-    return parse_nightly(_load_yaml(text, source), source=source, text=text, base_dir=Path(source).parent)
-
-
-def parse_nightly(
-    data: Any, *, source: str = "<string>", text: str = "", base_dir: str | os.PathLike[str] = "."
-) -> NightlyConfig:
-    """Validate already-loaded YAML data; space paths are relative to ``base_dir``."""
-    return _NightlyChecker(source).nightly(data, text, Path(base_dir))
-
-
-class _NightlyChecker(_Checker):
-    """The search-space checker's scalar checks, plus the nightly sections."""
-
-    def nightly(self, data: Any, text: str, base_dir: Path) -> NightlyConfig:
-        if data is None:
-            self.fail("", f"the file is empty; expected a mapping with at least {', '.join(REQUIRED_TOP_KEYS)}")
-        if not isinstance(data, Mapping):
-            self.fail("", f"the top level must be a mapping of keys to values, got {_kind(data)}")
-        self.mapping(data, "", allowed=TOP_KEYS, required=REQUIRED_TOP_KEYS)
-        name = self.study_name(data.get("name", DEFAULT_NAME), "name")
-        spaces = self.spaces(data["spaces"], "spaces", base_dir=base_dir, job=name)
-        return NightlyConfig(
-            source=self.source or "<string>",
-            text=text,
-            name=name,
-            spaces=spaces,
-            budget=self.night_budget(data["budget"], "budget"),
-            storage=self.storage(data.get("storage"), "storage"),
-            tracking_uri=self.tracking_uri(data.get("tracking_uri"), "tracking_uri"),
-            promotion=self.promotion(data.get("promotion"), "promotion"),
-            warm_start=self.warm_start(data.get("warm_start"), "warm_start"),
-            retention=self.retention(data.get("retention"), "retention"),
-            lock_ttl=self.lock(data.get("lock"), "lock"),
-        )
-
-    def spaces(self, value: Any, path: str, *, base_dir: Path, job: str) -> tuple[SearchSpace, ...]:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not items:
-            self.fail(path, f"must be a search-space file or a non-empty list of them, got {_kind(value)}")
-        spaces: list[SearchSpace] = []
-        for index, item in enumerate(items):
-            where = f"{path}[{index}]" if isinstance(value, list) else path
-            relative = self.string(item, where)
-            file = Path(os.path.normpath(base_dir / relative))
-            try:
-                space = load_space(file)
-            except ConfigError as exc:
-                self.fail(where, str(exc))
-            longest = night_study_name(job, space.study_name, dt.date(2000, 1, 1))
-            if not STUDY_NAME.match(longest):
-                self.fail(where, f"night study names like {longest!r} would exceed 128 characters; shorten `name`")
-            for earlier_index, earlier in enumerate(spaces):
-                if earlier.study_name == space.study_name:
-                    self.fail(where, f"study {space.study_name!r} is already run by {path}[{earlier_index}]")
-                if earlier.dataset != space.dataset:
-                    self.fail(
-                        where,
-                        f"{space.study_name!r} trains on {space.dataset} but {path}[0] on {earlier.dataset}; "
-                        "one nightly job promotes into one model, so its spaces must share a dataset",
-                    )
-            spaces.append(space)
-        return tuple(spaces)
-
-    def night_budget(self, value: Any, path: str) -> NightlyBudget:
-        section = self.mapping(value, path, allowed=("n_trials", "timeout"))
-        n_trials = section.get("n_trials")
-        timeout = section.get("timeout")
-        if n_trials is None and timeout is None:
-            self.fail(path, "at least one of `n_trials` (per space) and `timeout` (seconds per night) must be set")
-        return NightlyBudget(
-            n_trials=None if n_trials is None else self.integer(n_trials, _join(path, "n_trials"), minimum=1),
-            timeout=None if timeout is None else self.positive_seconds(timeout, _join(path, "timeout")),
-        )
-
-    def storage(self, value: Any, path: str) -> str | None:
-        if value is None:
-            return None
-        from mnist_sweep.stores import storage_kind
-
-        url = self.string(value, path)
-        try:
-            storage_kind(url)
-        except ConfigError as exc:
-            self.fail(path, str(exc))
-        return url
-
-    def tracking_uri(self, value: Any, path: str) -> str | None:
-        if value is None:
-            return None
-        from mnist_sweep.tracking import check_tracking_uri
-
-        uri = self.string(value, path)
-        try:
-            check_tracking_uri(uri)
-        except MnistSweepError as exc:
-            self.fail(path, str(exc))
-        return uri
-
-    def promotion(self, value: Any, path: str) -> PromotionPolicy:
-        section = self.mapping({} if value is None else value, path, allowed=tuple(DEFAULT_PROMOTION))
-        merged = {**DEFAULT_PROMOTION, **{k: v for k, v in section.items() if v is not None}}
-        metric = self.string(merged["metric"], _join(path, "metric"))
-        if metric not in PROMOTION_METRICS:
-            self.fail(
-                _join(path, "metric"),
-                f"unknown metric {metric!r}; {_did_you_mean(metric, PROMOTION_METRICS)}"
-                f"the promotion gate measures {', '.join(PROMOTION_METRICS)} on the held-out test set",
-            )
-        margin = self.number(merged["margin"], _join(path, "margin"))
-        if not 0 <= margin < 1:
-            self.fail(
-                _join(path, "margin"),
-                f"must be at least 0 and below 1 (a gain in accuracy), got {_show(merged['margin'])}",
-            )
-        model_name = self.string(merged["model_name"], _join(path, "model_name"))
-        if not model_name.strip() or any(c in model_name for c in "/:'"):
-            self.fail(
-                _join(path, "model_name"),
-                f"must be a non-empty name without '/', ':' or quotes, got {_show(model_name)}",
-            )
-        alias = self.string(merged["alias"], _join(path, "alias"))
-        if not _ALIAS.match(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
-            self.fail(
-                _join(path, "alias"),
-                f"must be letters, digits, '_' or '-', and neither 'latest' nor like 'v1', got {_show(alias)}",
-            )
-        return PromotionPolicy(metric=metric, margin=margin, model_name=model_name, alias=alias)
-
-    def warm_start(self, value: Any, path: str) -> WarmStart:
-        section = self.mapping({} if value is None else value, path, allowed=("champion", "previous_top_k"))
-        champion = self.boolean(section.get("champion", True), _join(path, "champion"))
-        top_k = section.get("previous_top_k", DEFAULT_TOP_K)
-        return WarmStart(
-            champion=champion, previous_top_k=self.integer(top_k, _join(path, "previous_top_k"), minimum=0)
-        )
-
-    def retention(self, value: Any, path: str) -> Retention:
-        section = self.mapping({} if value is None else value, path, allowed=("nights", "unregistered_models"))
-
-        def nights(key: str) -> int | None:
-            raw = section.get(key)
-            return None if raw is None else self.integer(raw, _join(path, key), minimum=1)
-
-        return Retention(nights=nights("nights"), unregistered_models=nights("unregistered_models"))
-
-    def lock(self, value: Any, path: str) -> float:
-        section = self.mapping({} if value is None else value, path, allowed=("ttl",))
-        ttl = section.get("ttl")
-        return DEFAULT_LOCK_TTL if ttl is None else self.positive_seconds(ttl, _join(path, "ttl"))
-
-
-def describe_config(config: NightlyConfig) -> str:
-    """One line per setting, for ``mnist-sweep nightly FILE --check``."""
-    b, p, w, r = config.budget, config.promotion, config.warm_start, config.retention
-    spaces = ", ".join(f"{s.source} (study {s.study_name!r})" for s in config.spaces)
-    trials = "the space file's" if b.n_trials is None else str(b.n_trials)
-    timeout = "no" if b.timeout is None else f"{b.timeout:g} s"
-    return "\n".join(
-        [
-            f"ok: {config.source}: nightly job {config.name!r} on {config.dataset}",
-            f"  spaces: {spaces}",
-            f"  budget per night: {trials} trials per space, {timeout} wall-clock limit",
-            f"  promotion: {p.metric} better by more than {p.margin:g} -> {p.model_name}@{p.alias}",
-            f"  warm start: champion {'yes' if w.champion else 'no'}, previous night's top {w.previous_top_k}",
-            f"  retention: studies {r.nights or 'all'} nights, "
-            f"unregistered trial models {r.unregistered_models or 'all'} nights",
-            f"  lock ttl: {config.lock_ttl:g} s",
-        ]
-    )
-
-
-def night_study_name(job: str, study: str, night: dt.date) -> str:
-    """The Optuna study that holds one space's trials of one night."""
-    return f"{job}-{study}-{night.isoformat()}"
-
-
 def parse_date(value: str | dt.date | None) -> dt.date:
     """``YYYY-MM-DD`` (or a date) as a date; None is today in local time."""
     if value is None:
         return dt.date.today()
     if isinstance(value, dt.date):
         return value
-    if not _DATE.match(value):
+    if not NIGHT_DATE.match(value):
         raise ConfigError(f"must be a date like 2026-01-31, got {value!r}", key="--date")
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(f"{value!r} is not a calendar date: {exc}", key="--date") from None
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class NightStudy:
-    """One space's study of the night and what this invocation did with it."""
-
-    space: str
-    study_name: str
-    created: bool
-    warm_start: list[dict[str, Any]] = field(default_factory=list)
-    trials_run: int = 0
-    trials: int = 0
-    complete: int = 0
-    best_value: float | None = None
-    best_test_accuracy: float | None = None
-    best_trial: int | None = None
-    stopped_reason: str | None = None
-    promotion: dict[str, Any] | None = None
-    promotion_now: bool = False
-
-
-@dataclass
-class NightlyResult:
-    """What one ``mnist-sweep nightly`` invocation did."""
-
-    name: str
-    night: dt.date
-    storage: str
-    experiment: str
-    run_id: str | None = None
-    studies: list[NightStudy] = field(default_factory=list)
-    report_logged: bool = False
-    deleted_studies: list[str] = field(default_factory=list)
-    deleted_runs: int = 0
-    taken_over_from: str | None = None
-
-    @property
-    def promoted(self) -> bool:
-        return any(s.promotion and s.promotion.get("promoted") for s in self.studies)
 
 
 @dataclass(frozen=True)
@@ -508,7 +157,7 @@ def run_nightly(config: NightlyConfig, options: NightlyOptions | None = None) ->
 
 # Errors that keep their own exit code: 2 (a bad file or flag; a champion trained on another
 # dataset than the file's spaces), 3 (already running), and 1 (already a night failure).
-_PASSED_THROUGH = (ConfigError, registry.DatasetMismatch, AlreadyRunning, NightlyFailed)
+_PASSED_THROUGH = (ConfigError, DatasetMismatch, AlreadyRunning, NightlyFailed)
 
 
 def resolve_uris(
@@ -565,28 +214,28 @@ class _Night:
         run_id = self._find_night_run()
         tags = {
             TAG_NIGHT: self.night.isoformat(),
-            TAG_JOB: self.config.name,
-            TAG_ROLE: "nightly",
-            "mnist_sweep.dataset": self.config.dataset,
-            "mnist_sweep.storage": self.result.storage,
+            TAG_NIGHTLY_JOB: self.config.name,
+            TAG_ROLE: ROLE_NIGHTLY,
+            TAG_DATASET: self.config.dataset,
+            TAG_STORAGE: self.result.storage,
         }
         with self.tracker.run(name=f"nightly {self.night}", tags=tags, run_id=run_id) as night_run:
             self.result.run_id = night_run.run_id or None
             if run_id is None:
                 night_run.log_text(self.config.text, f"config/{Path(self.config.source).name or 'nightly.yaml'}")
-            night_run.set_tags({TAG_STATE: "sweeping"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_SWEEPING})
             for space in self.config.spaces:
                 self.result.studies.append(self._sweep(space, night_run))
             self.lock.check()
-            night_run.set_tags({TAG_STATE: "promoting"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_PROMOTING})
             for entry in self.result.studies:
                 self._promote(entry)
             self.lock.check()
-            night_run.set_tags({TAG_STATE: "reporting"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_REPORTING})
             self._report(night_run, reused=run_id is not None)
             self.lock.check()
             self._retention()
-            night_run.set_tags({TAG_STATE: "done"})
+            night_run.set_tags({TAG_NIGHT_STATE: NIGHT_DONE})
 
     def _mlflow(self, what: str, call: Callable[[], _T]) -> _T:
         """``call()`` against the tracking store: retried while unreachable, errors in one line."""
@@ -599,18 +248,11 @@ class _Night:
         except MnistSweepError:
             raise
         except Exception as exc:
-            raise TrackingError(f"{where}: {_first_line(exc)}") from None
+            raise TrackingError(f"{where}: {first_line(exc)}") from None
 
     def _find_night_run(self) -> str | None:
-        client = self.tracker.client
-        found = self._mlflow(
-            "finding the night's run",
-            lambda: client.search_runs(
-                [self.tracker.experiment_id],
-                filter_string=f"tags.`{TAG_NIGHT}` = '{self.night.isoformat()}' and tags.`{TAG_ROLE}` = 'nightly'",
-                max_results=10,
-            ),
-        )
+        wanted = {TAG_NIGHT: self.night.isoformat(), TAG_ROLE: ROLE_NIGHTLY}
+        found = self._mlflow("finding the night's run", lambda: self.tracker.find_runs(wanted, max_results=10))
         if not found:
             return None
         if len(found) > 1:
@@ -620,21 +262,22 @@ class _Night:
     # --- sweep ---------------------------------------------------------------------------
 
     def _sweep(self, space: SearchSpace, night_run: RunHandle | NullRun) -> NightStudy:
-        from mnist_sweep.contract import ATTR_PARENT_RUN
         from mnist_sweep.sweep import ParentRun, SweepOptions, create_or_load_study, finished_count, run_sweep
         from mnist_sweep.sweep._calls import Calls
 
         name = night_study_name(self.config.name, space.study_name, self.night)
-        night_space = self._night_space(space, name)
-        existed = _study_exists(self.storage, name)
+        night_space = space_for_night(space, config=self.config, night=self.night, name=name)
+        existed = study_exists(self.storage, name)
         study = create_or_load_study(night_space, self.storage)
         entry = NightStudy(space=space.source, study_name=name, created=not existed)
-        if study.user_attrs.get(ATTR_JOB) != self.config.name:
-            study.set_user_attr(ATTR_JOB, self.config.name)
-            study.set_user_attr(ATTR_DATE, self.night.isoformat())
-        if ATTR_WARM_START not in study.user_attrs:
-            entry.warm_start = self._warm_start(study, space)
-            study.set_user_attr(ATTR_WARM_START, entry.warm_start)
+        if study.user_attrs.get(ATTR_NIGHTLY_JOB) != self.config.name:
+            study.set_user_attr(ATTR_NIGHTLY_JOB, self.config.name)
+            study.set_user_attr(ATTR_NIGHTLY_DATE, self.night.isoformat())
+        if ATTR_NIGHTLY_WARM_START not in study.user_attrs:
+            entry.warm_start = warm_start(
+                study, space, config=self.config, storage=self.storage, tracking_uri=self.tracking_uri, night=self.night
+            )
+            study.set_user_attr(ATTR_NIGHTLY_WARM_START, entry.warm_start)
             self.say(f"{name}: new study, {len(entry.warm_start)} warm-start trial(s) enqueued")
         study_run = study.user_attrs.get(ATTR_PARENT_RUN)
         if not study_run and night_run.run_id:
@@ -675,87 +318,23 @@ class _Night:
             )
             entry.trials_run = swept.trials_run
             entry.stopped_reason = swept.stopped_reason
-        self._summarize(study, entry)
+        summarize_night_study(study, entry)
         return entry
-
-    def _night_space(self, space: SearchSpace, name: str) -> SearchSpace:
-        """The space as tonight runs it: the night's study and trial budget, a per-night seed.
-
-        Reseeding with the date's day number makes nights explore different points (a fixed
-        seed would replay the same startup trials every night) while a re-run of a date draws
-        the same ones.
-        """
-        seed = (space.seed + self.night.toordinal()) % 2**32
-        night_space = space.with_overrides(study_name=name, n_trials=self.config.budget.n_trials, seed=seed)
-        if space.sampler.seed is None:  # an unseeded sampler stays unseeded
-            night_space = replace(night_space, sampler=replace(night_space.sampler, seed=None))
-        return night_space
 
     def _seconds_left(self) -> float | None:
         """The night's wall-clock budget minus the trial time its studies have used already."""
         timeout = self.config.budget.timeout
         return None if timeout is None else timeout - seconds_spent(self.storage, self.config, self.night)
 
-    def _warm_start(self, study: optuna.Study, space: SearchSpace) -> list[dict[str, Any]]:
-        """Enqueue the champion's params and the previous night's top-k of ``space`` into ``study``.
-
-        Returns what was enqueued. Only new night studies get here, and ``skip_if_exists``
-        keeps a resumed one from running the same params twice.
-        """
-        candidates: list[tuple[str, Mapping[str, Any]]] = []
-        if self.config.warm_start.champion:
-            champion = champion_params(self.tracking_uri, self.config.promotion, dataset=space.dataset)
-            if champion is not None:
-                version, params = champion
-                candidates.append(
-                    (f"{self.config.promotion.model_name} version {version} (@{self.config.promotion.alias})", params)
-                )
-        k = self.config.warm_start.previous_top_k
-        if k:
-            previous = self._previous_night_study(space)
-            if previous is not None:
-                for rank, trial in enumerate(_top_trials(previous, k), start=1):
-                    candidates.append((f"{previous.study_name} #{rank} (trial {trial.number})", trial.params))
-        enqueued: list[dict[str, Any]] = []
-        seen: list[dict[str, Any]] = []
-        for source, wanted in candidates:
-            sampled = sampled_params(space, wanted)
-            if not sampled or sampled in seen:
-                continue
-            seen.append(sampled)
-            study.enqueue_trial(sampled, user_attrs={"warm_start": source}, skip_if_exists=True)
-            enqueued.append({"source": source, "params": sampled})
-        return enqueued
-
-    def _previous_night_study(self, space: SearchSpace) -> optuna.Study | None:
-        earlier = [d for d in _night_dates(self.storage, self.config.name, space.study_name) if d < self.night]
-        if not earlier:
-            return None
-        return _load_existing(self.storage, night_study_name(self.config.name, space.study_name, max(earlier)))
-
-    def _summarize(self, study: optuna.Study, entry: NightStudy) -> None:
-        from optuna.trial import TrialState
-
-        trials = study.get_trials(deepcopy=False)
-        entry.trials = len(trials)
-        entry.complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        best = _top_trials(study, 1)
-        if best:
-            entry.best_trial = best[0].number
-            entry.best_value = best[0].value
-            entry.best_test_accuracy = best[0].user_attrs.get("test_accuracy")
-        if not entry.warm_start:
-            entry.warm_start = list(study.user_attrs.get(ATTR_WARM_START) or [])
-
     # --- promotion -------------------------------------------------------------------------
 
     def _promote(self, entry: NightStudy) -> None:
-        study = _load_existing(self.storage, entry.study_name)
+        study = load_existing(self.storage, entry.study_name)
         assert study is not None
-        recorded = study.user_attrs.get(ATTR_PROMOTION)
+        recorded = study.user_attrs.get(ATTR_NIGHTLY_PROMOTION)
         if recorded is not None:
             entry.promotion = dict(recorded)
-            self.say(f"{entry.study_name}: promotion already decided: {_describe_promotion(entry.promotion)}")
+            self.say(f"{entry.study_name}: promotion already decided: {describe_promotion(entry.promotion)}")
             return
         self.lock.check()  # never promote without the lock
         decision = _run_gate(
@@ -766,10 +345,10 @@ class _Night:
             data_dir=self.options.data_dir,
         )
         decision["decided_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        study.set_user_attr(ATTR_PROMOTION, decision)
+        study.set_user_attr(ATTR_NIGHTLY_PROMOTION, decision)
         entry.promotion = decision
         entry.promotion_now = True
-        self.say(f"{entry.study_name}: {_describe_promotion(decision)}")
+        self.say(f"{entry.study_name}: {describe_promotion(decision)}")
 
     # --- report ----------------------------------------------------------------------------
 
@@ -779,16 +358,16 @@ class _Night:
         changed = any(s.trials_run or s.promotion_now for s in self.result.studies)
         run_id = night_run.run_id
         run = self._mlflow("reading the night's run", lambda: self.tracker.client.get_run(run_id))
-        if reused and not changed and run.data.tags.get(TAG_REPORTED) == "true":
+        if reused and not changed and run.data.tags.get(TAG_NIGHT_REPORTED) == "true":
             self.say("nothing new tonight since the last report; report kept")
             self.result.report_logged = False
             return
-        metrics = self._night_metrics()
+        metrics = night_metrics(self.result, self.config.spaces[0].objective)
         night_run.log_metrics(metrics)
         promotion_tag = "; ".join(
-            f"{s.study_name}: {_describe_promotion(s.promotion)}" for s in self.result.studies if s.promotion
+            f"{s.study_name}: {describe_promotion(s.promotion)}" for s in self.result.studies if s.promotion
         )
-        night_run.set_tags({TAG_PROMOTION: promotion_tag[:5000] or "no decision"})
+        night_run.set_tags({TAG_NIGHT_PROMOTION: promotion_tag[:5000] or "no decision"})
         from mnist_sweep.tracking import scratch_dir
 
         with scratch_dir() as tmp:
@@ -797,46 +376,19 @@ class _Night:
                 result=self.result,
                 policy=self.config.promotion,
                 history=self._history(metrics),
-                histories=self._histories(),
+                histories=night_curves(self.storage, self.result),
                 metric=self.config.spaces[0].objective.metric,
             )
             for path in files:
                 night_run.log_file(path, REPORT_DIR)
-        night_run.set_tags({TAG_REPORTED: "true"})
+        night_run.set_tags({TAG_NIGHT_REPORTED: "true"})
         self.result.report_logged = True
         self.say(f"report logged to MLflow run {night_run.run_id} ({REPORT_DIR}/report.html)")
 
-    def _night_metrics(self) -> dict[str, float]:
-        """The night in numbers, logged on the nightly run (the across-nights chart reads them)."""
-        objective = self.config.spaces[0].objective
-        studies = self.result.studies
-        metrics: dict[str, float] = {
-            "promoted": float(self.result.promoted),
-            "night_trials": float(sum(s.trials for s in studies)),
-        }
-        values = [s.best_value for s in studies if s.best_value is not None]
-        if values:
-            pick = max if objective.direction == "maximize" else min
-            metrics[f"night_best_{objective.metric}"] = float(pick(values))
-        candidates = [_score(s.promotion, "candidate") for s in studies]
-        scored = [c for c in candidates if c is not None]
-        if scored:
-            metrics["candidate_test_accuracy"] = max(scored)
-        champion = _champion_after(studies)
-        if champion is not None:
-            metrics["champion_test_accuracy"] = champion
-        return metrics
-
     def _history(self, tonight: Mapping[str, float]) -> list[dict[str, Any]]:
         """Every night's metrics of this job, oldest first, tonight's from ``tonight``."""
-        runs = self._mlflow(
-            "reading earlier nights",
-            lambda: self.tracker.client.search_runs(
-                [self.tracker.experiment_id],
-                filter_string=f"tags.`{TAG_ROLE}` = 'nightly' and tags.`{TAG_JOB}` = '{self.config.name}'",
-                max_results=5000,
-            ),
-        )
+        wanted = {TAG_ROLE: ROLE_NIGHTLY, TAG_NIGHTLY_JOB: self.config.name}
+        runs = self._mlflow("reading earlier nights", lambda: self.tracker.find_runs(wanted, max_results=5000))
         by_night: dict[str, dict[str, Any]] = {}
         for run in runs:
             night = run.data.tags.get(TAG_NIGHT)
@@ -845,23 +397,6 @@ class _Night:
         by_night[self.night.isoformat()] = dict(tonight)
         keys = ("candidate_test_accuracy", "champion_test_accuracy")
         return [{"night": night, **{k: by_night[night].get(k) for k in keys}} for night in sorted(by_night)]
-
-    def _histories(self) -> dict[str, list[dict[str, float]]]:
-        curves: dict[str, list[dict[str, float]]] = {}
-        several = len(self.result.studies) > 1
-        for entry in self.result.studies:
-            study = _load_existing(self.storage, entry.study_name)
-            if study is None:
-                continue
-            space = entry.study_name.removesuffix(f"-{self.night.isoformat()}").removeprefix(f"{self.config.name}-")
-            for trial in study.get_trials(deepcopy=False):
-                history = trial.user_attrs.get("history")
-                if history:
-                    label = f"{space} #{trial.number}" if several else f"trial {trial.number}"
-                    if trial.user_attrs.get("warm_start"):
-                        label += " (warm start)"
-                    curves[label] = list(history)
-        return curves
 
     # --- retention -------------------------------------------------------------------------
 
@@ -883,203 +418,14 @@ class _Night:
                 self.say(f"retention: deleted {self.result.deleted_runs} unregistered trial run(s) and their models")
 
 
-# --------------------------------------------------------------------------- warm start
-
-
-def seconds_spent(storage: str, config: NightlyConfig, night: dt.date) -> float:
-    """Trial seconds the night's studies have used so far (start to end of each finished trial).
-
-    Read from the storage, so a re-run of the date, even after a crash, knows what is left of
-    ``budget.timeout``; the time between trials (data loading, logging) is not counted.
-    """
-    spent = 0.0
-    for space in config.spaces:
-        study = _load_existing(storage, night_study_name(config.name, space.study_name, night))
-        if study is None:
-            continue
-        for trial in study.get_trials(deepcopy=False):
-            if trial.datetime_start is not None and trial.datetime_complete is not None:
-                spent += (trial.datetime_complete - trial.datetime_start).total_seconds()
-    return spent
-
-
-def sampled_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``params`` that ``space`` samples, with values its distributions can draw.
-
-    Fixed parameters come from tonight's space; a value outside tonight's range is left for the
-    sampler (Optuna would otherwise warn and use it anyway).
-    """
-    by_name = {p.name: p for p in space.params}
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        param = by_name.get("width") if PER_LAYER_WIDTH.match(key) else by_name.get(key)
-        if param is None or (param.per_layer != bool(PER_LAYER_WIDTH.match(key))):
-            continue
-        if _can_sample(param.distribution, value):
-            out[key] = value
-    return out
-
-
-def _top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    from optuna.study import StudyDirection
-    from optuna.trial import TrialState
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
-    done.sort(key=lambda t: (sign * float(t.value or 0.0), t.number))
-    return done[:k]
-
-
-# --------------------------------------------------------------------------- storage helpers
-
-
-def _study_exists(storage: str, name: str) -> bool:
-    return _load_existing(storage, name) is not None
-
-
-def _load_existing(storage: str, name: str) -> optuna.Study | None:
-    import optuna
-
-    from mnist_sweep.stores import open_storage
-
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage))
-    except KeyError:
-        return None
-
-
-def _night_studies(storage: str, job: str) -> list[tuple[str, dt.date]]:
-    """(study name, night) of every night study this job made, read from the study attributes."""
-    import optuna
-
-    from mnist_sweep.stores import open_storage
-
-    out = []
-    for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
-        if summary.user_attrs.get(ATTR_JOB) != job:
-            continue
-        night = summary.user_attrs.get(ATTR_DATE)
-        if isinstance(night, str) and _DATE.match(night) and summary.study_name.endswith(f"-{night}"):
-            out.append((summary.study_name, dt.date.fromisoformat(night)))
-    return out
-
-
-def _night_dates(storage: str, job: str, study: str) -> list[dt.date]:
-    return [night for name, night in _night_studies(storage, job) if name == night_study_name(job, study, night)]
-
-
-def delete_old_studies(storage: str, *, job: str, night: dt.date, keep: int) -> list[str]:
-    """Delete ``job``'s night studies more than ``keep - 1`` days before ``night``; return their names.
-
-    Only studies this job created (user attribute ``nightly_job``) are candidates; nights after
-    ``night`` are never touched (re-running an old date does not delete newer nights).
-    """
-    import optuna
-
-    from mnist_sweep.stores import open_storage
-
-    doomed = sorted(name for name, date in _night_studies(storage, job) if (night - date).days >= keep)
-    backend = open_storage(storage)
-    for name in doomed:
-        optuna.delete_study(study_name=name, storage=backend)
-    return doomed
-
-
-def delete_old_trial_runs(tracker: Tracker, *, job: str, night: dt.date, keep: int) -> int:
-    """Delete the trial runs (and their logged models) of nights ``keep`` or more days old.
-
-    A run whose model is a registered model version (any registered model), or that is the
-    source run of one, is kept; so are the nightly and study runs that hold the reports.
-    """
-    client = tracker.client
-    registered_runs, registered_models = _registered_sources(tracker)
-    pattern = re.compile(rf"^{re.escape(job)}-.+-(\d{{4}}-\d{{2}}-\d{{2}})$")
-    runs = _every_page(
-        lambda token: client.search_runs(
-            [tracker.experiment_id],
-            filter_string="tags.`mnist_sweep.trial_number` != ''",
-            max_results=1000,
-            page_token=token,
-        )
-    )
-    deleted = 0
-    for run in runs:
-        tags = run.data.tags
-        match = pattern.match(tags.get("mnist_sweep.study", ""))
-        if match is None or (night - dt.date.fromisoformat(match.group(1))).days < keep:
-            continue
-        model_uri = tags.get("mnist_sweep.model_uri", "")
-        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        if run.info.run_id in registered_runs or (model_id is not None and model_id in registered_models):
-            continue
-        if model_id is not None:
-            try:
-                client.delete_logged_model(model_id)
-            except Exception as exc:  # already gone, or a store without logged models
-                log.debug("could not delete logged model %s: %s", model_id, exc)
-        client.delete_run(run.info.run_id)
-        deleted += 1
-    return deleted
-
-
-def _registered_sources(tracker: Tracker) -> tuple[set[str], set[str]]:
-    """Run ids and logged-model ids behind every registered model version of the store."""
-    runs: set[str] = set()
-    models: set[str] = set()
-    client = tracker.client
-    for version in _every_page(lambda token: client.search_model_versions(max_results=1000, page_token=token)):
-        if version.run_id:
-            runs.add(version.run_id)
-        model_id = getattr(version, "model_id", None)
-        if model_id:
-            models.add(model_id)
-        source = version.source or ""
-        if source.startswith("models:/m-"):
-            models.add(source.removeprefix("models:/").split("/", 1)[0])
-    return runs, models
-
-
-def _every_page(search: Callable[[str | None], Any]) -> list[Any]:
-    """All results of a paged MLflow search (``search(page_token)`` returns a PagedList)."""
-    items: list[Any] = []
-    token: str | None = None
-    while True:
-        page = search(token)
-        items.extend(page)
-        token = getattr(page, "token", None)
-        if not token:
-            return items
-
-
-# --------------------------------------------------------------------------- the registry
-
-
-def champion_params(tracking_uri: str, policy: PromotionPolicy, *, dataset: str) -> tuple[str, dict[str, Any]] | None:
-    """(version, params) of the model holding ``policy.alias``; None when there is none to start from.
-
-    The params are those the promotion gate recorded on the version. A champion of another
-    dataset is skipped here; the gate refuses it later.
-    """
-    champion = registry.current_champion(policy.model_name, policy.alias, tracking_uri=tracking_uri)
-    if champion is None:
-        return None
-    if champion.dataset and champion.dataset != dataset:
-        log.warning("%s@%s is a %s model; no warm start from it", policy.model_name, policy.alias, champion.dataset)
-        return None
-    if not champion.params:
-        log.warning("%s version %s records no params; no warm start from it", policy.model_name, champion.version)
-        return None
-    return champion.version, dict(champion.params)
-
-
 def _run_gate(
     *, study_name: str, storage: str, tracking_uri: str, policy: PromotionPolicy, data_dir: str | None
 ) -> dict[str, Any]:
-    """registry.py's promotion gate on one study, as a JSON-able record of the decision."""
+    """The promotion gate on one study, as a JSON-able record of the decision."""
     from mnist_sweep.app._inspect import NoCompleteTrial
 
     try:
-        outcome = registry.promote(
+        outcome = promote(
             study_name,
             storage=storage,
             tracking_uri=tracking_uri,
@@ -1091,190 +437,3 @@ def _run_gate(
     except NoCompleteTrial as exc:  # nothing to promote tonight: a decision, not a failure
         return {"decision": "no_candidate", "promoted": False, "reason": f"not promoted: {exc}"}
     return outcome.to_dict()
-
-
-def _describe_promotion(decision: Mapping[str, Any] | None) -> str:
-    if not decision:
-        return "no decision"
-    return str(decision.get("reason") or decision.get("decision") or "no decision")
-
-
-def _score(decision: Mapping[str, Any] | None, who: str) -> float | None:
-    """The gate's test accuracy of the ``candidate`` or the ``champion`` in a recorded decision."""
-    value = (decision or {}).get(f"{who}_score")
-    return None if value is None else float(value)
-
-
-def _champion_after(studies: Sequence[NightStudy]) -> float | None:
-    """The alias holder's test accuracy after tonight's gates (the last decision that knows it)."""
-    score = None
-    for entry in studies:
-        decision = entry.promotion or {}
-        if decision.get("promoted"):
-            score = _score(decision, "candidate")
-        elif _score(decision, "champion") is not None:
-            score = _score(decision, "champion")
-    return score
-
-
-# --------------------------------------------------------------------------- the report
-
-
-def write_report(
-    folder: Path,
-    *,
-    result: NightlyResult,
-    policy: PromotionPolicy,
-    history: Sequence[Mapping[str, Any]],
-    histories: Mapping[str, Sequence[Mapping[str, float]]],
-    metric: str,
-) -> list[Path]:
-    """The night's PNGs, ``report.md`` and a self-contained ``report.html`` in ``folder``."""
-    from mnist_sweep.display import plots
-
-    folder.mkdir(parents=True, exist_ok=True)
-    night = result.night.isoformat()
-    labels: list[str] = []
-    values: list[float] = []
-    before = next((s.promotion for s in result.studies if _score(s.promotion, "champion") is not None), None)
-    if before is not None:
-        labels.append(f"@{policy.alias} (version {before.get('champion_version')})")
-        values.append(float(before["champion_score"]))
-    several = len(result.studies) > 1
-    for entry in result.studies:
-        score = _score(entry.promotion, "candidate")
-        if score is not None:
-            trial = (entry.promotion or {}).get("trial")
-            space = entry.study_name.removeprefix(f"{result.name}-").removesuffix(f"-{night}")
-            labels.append(f"{space + ' ' if several else ''}tonight's best (trial {trial})")
-            values.append(score)
-    pngs = {
-        "tonight_vs_champion.png": plots.bar_comparison(
-            labels,
-            values,
-            ylabel=f"{policy.metric} (held-out test set)",
-            title=f"Tonight's best vs the champion, {night}",
-        ),
-        "learning_curves.png": plots.curves_overlay(
-            histories, metric=metric, title=f"The night's learning curves ({metric}), {night}"
-        ),
-        "best_over_time.png": plots.best_over_time(
-            [row["night"] for row in history],
-            {
-                "the night's best": [row.get("candidate_test_accuracy") for row in history],
-                f"@{policy.alias} after the night": [row.get("champion_test_accuracy") for row in history],
-            },
-            ylabel=policy.metric,
-            title=f"Best {policy.metric.replace('_', ' ')} across nights ({result.name})",
-        ),
-    }
-    files = [plots.save(figure, folder / name) for name, figure in pngs.items()]
-    markdown = report_markdown(result, policy=policy, metric=metric, images=list(pngs))
-    md_path = folder / "report.md"
-    md_path.write_text(markdown, encoding="utf-8")
-    html_path = folder / "report.html"
-    html_path.write_text(_markdown_page_as_html(result, markdown, folder, list(pngs)), encoding="utf-8")
-    return [md_path, html_path, *files]
-
-
-def report_markdown(result: NightlyResult, *, policy: PromotionPolicy, metric: str, images: Sequence[str]) -> str:
-    """The night in Markdown: the studies, the promotion decisions, the warm start, the images."""
-    lines = [
-        f"# Nightly sweep {result.night.isoformat()} ({result.name})",
-        "",
-        f"Storage `{result.storage}`, MLflow experiment `{result.experiment}`, run `{result.run_id}`.",
-        f"Promotion gate: {policy.metric} on the held-out test set, better by at least {policy.margin:g}, "
-        f"into `{policy.model_name}@{policy.alias}`.",
-        "",
-        f"| study | trials (complete) | run now | warm start | best {metric} | best trial | its test accuracy |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in result.studies:
-        lines.append(
-            f"| `{s.study_name}` | {s.trials} ({s.complete}) | {s.trials_run} | {len(s.warm_start)} | "
-            f"{_fmt(s.best_value)} | {'-' if s.best_trial is None else s.best_trial} | {_fmt(s.best_test_accuracy)} |"
-        )
-    lines += ["", "## Promotion", ""]
-    lines += [f"- `{s.study_name}`: {_describe_promotion(s.promotion)}" for s in result.studies]
-    warm = [(s, item) for s in result.studies for item in s.warm_start]
-    if warm:
-        lines += ["", "## Warm start", ""]
-        lines += [f"- `{s.study_name}`: {item['source']}: `{json.dumps(item['params'])}`" for s, item in warm]
-    lines.append("")
-    for name in images:
-        lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})", ""]
-    return "\n".join(lines)
-
-
-def _markdown_page_as_html(result: NightlyResult, markdown: str, folder: Path, images: Sequence[str]) -> str:
-    """A self-contained HTML page (images inlined), so MLflow's artifact viewer shows it whole."""
-    body: list[str] = []
-    table: list[list[str]] = []
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            head, *rows = table
-            body.append(
-                "<table><tr>"
-                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-                + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-                + "</table>"
-            )
-            table = []
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("!["):
-            name = line[line.index("(") + 1 : -1]
-            if name in images:
-                data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
-                body.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
-    style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}"
-    )
-    title = html.escape(f"Nightly sweep {result.night.isoformat()} ({result.name})")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>" + (
-        "<body>" + "\n".join(body) + "</body></html>\n"
-    )
-
-
-def format_result(result: NightlyResult) -> str:
-    """The summary ``mnist-sweep nightly`` prints."""
-    lines = [f"night {result.night.isoformat()} of {result.name!r} (storage {result.storage})"]
-    if result.taken_over_from:
-        lines.append(f"  took over an expired lock: {result.taken_over_from}")
-    for s in result.studies:
-        lines.append(
-            f"  {s.study_name}: {s.trials} trials ({s.complete} complete, {s.trials_run} run now), "
-            f"best {_fmt(s.best_value)} (trial {'-' if s.best_trial is None else s.best_trial}), "
-            f"warm start {len(s.warm_start)}" + (f"; stopped: {s.stopped_reason}" if s.stopped_reason else "")
-        )
-        lines.append(f"    promotion: {_describe_promotion(s.promotion)}")
-    if result.run_id:
-        lines.append(
-            f"  report: MLflow run {result.run_id} (experiment {result.experiment!r}), {REPORT_DIR}/report.html"
-            + ("" if result.report_logged else " (unchanged)")
-        )
-    if result.deleted_studies or result.deleted_runs:
-        lines.append(f"  retention: deleted {len(result.deleted_studies)} studies, {result.deleted_runs} trial runs")
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

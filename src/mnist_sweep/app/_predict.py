@@ -136,9 +136,8 @@ def predict_files(
     looking at each). Unreadable files end up in ``errors``; raises ModelMissing when the model
     cannot be loaded.
     """
-    from mnist_sweep.app._promote import load_resolved, resolve_model
     from mnist_sweep.model import CLASS_NAMES, probabilities
-    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri, load_resolved, resolve_model
 
     if not 1 <= top_k <= MAX_TOP_K:
         raise ConfigError(f"--top-k {top_k}: must be between 1 and {MAX_TOP_K}")

@@ -1,4 +1,4 @@
-"""The MLflow Model Registry and the promotion gate; every Model Registry call of the project.
+"""The promotion gate: promote a study's best model only when it beats the alias holder.
 
 :func:`promote` takes a study's best COMPLETE trial (chosen by the sweep on validation data),
 evaluates its logged model on the dataset's full held-out test set, evaluates the model that
@@ -13,25 +13,46 @@ read back together with the versions other promotions registered meanwhile (each
 gate score in tags, on the same data); the alias goes to the best of them, and the loop ends
 when the alias holder is the model every promoter would choose.
 
-:func:`resolve_model` and :func:`load_model` turn ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
-``models:/m-<id>`` (a logged model) and ``runs:/<run id>/model`` into a Keras model, resolving
-through an explicit tracking URI rather than MLflow's process-wide one.
+Every registry call and model load goes through :mod:`mnist_sweep.tracking` (``Registry``,
+``load_model``); this module decides.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
-import tempfile
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__
-from mnist_sweep.errors import ConfigError, MnistSweepError, TrackingError
+from mnist_sweep.config import DEFAULT_ALIAS, DEFAULT_MIN_IMPROVEMENT, DEFAULT_MODEL_NAME
+from mnist_sweep.contract import (
+    ATTR_TRACKING_URI,
+    GATE_PASSED,
+    TAG_DATA_SHA256,
+    TAG_DATASET,
+    TAG_GATE,
+    TAG_GATE_RULE,
+    TAG_GIT_COMMIT,
+    TAG_OBJECTIVE,
+    TAG_OBJECTIVE_VALUE,
+    TAG_PARAMS,
+    TAG_PREFIX,
+    TAG_PREVIOUS_TEST_ACCURACY,
+    TAG_PREVIOUS_VERSION,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_SUPERSEDED_BY,
+    TAG_TEST_ACCURACY,
+    TAG_TEST_CORRECT,
+    TAG_TEST_IMAGES,
+    TAG_TRIAL_NUMBER,
+    TAG_VERSION,
+)
+from mnist_sweep.errors import ConfigError, DatasetMismatch, ModelMissing, TrackingError
+from mnist_sweep.tracking import Registry, ResolvedModel, load_model, load_resolved, run_tags, version_dataset
 
 if TYPE_CHECKING:
     import keras
@@ -42,29 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "mnist-classifier"
-DEFAULT_ALIAS = "champion"
-DEFAULT_MIN_IMPROVEMENT = 0.001
 GATE_METRIC = "test accuracy"
 MAX_ALIAS_ROUNDS = 10
-TAG = "mnist_sweep."
-GATE_PASSED = "passed"
-_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
-# Keras warns when a saved optimizer's state does not match a fresh one; the loaded models
-# only predict, so the optimizer state is irrelevant here.
-_OPTIMIZER_WARNING = "Skipping variable loading for optimizer"
-
-
-class ModelMissing(MnistSweepError):
-    """The model to evaluate, promote or predict with cannot be found or loaded."""
-
-    exit_code = 1
-
-
-class DatasetMismatch(MnistSweepError):
-    """The candidate and the alias holder were trained on different data sets."""
-
-    exit_code = 2
 
 
 # --------------------------------------------------------------------------- results
@@ -172,243 +172,6 @@ class Promotion:
         }
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """Where a model URI's files are, and what the registry and its run say about it."""
-
-    uri: str
-    artifact_uri: str
-    name: str | None = None
-    version: str | None = None
-    run_id: str | None = None
-    dataset: str | None = None
-
-    def describe(self) -> str:
-        facts = [f"version {self.version}"] if self.version else []
-        facts += [self.dataset] if self.dataset else []
-        return f"{self.uri} ({', '.join(facts)})" if facts else self.uri
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The version holding an alias, with what its promotion recorded in tags."""
-
-    model_name: str
-    alias: str
-    version: str
-    source: str
-    run_id: str | None
-    dataset: str | None
-    params: Mapping[str, Any]
-    test_accuracy: float | None
-    tags: Mapping[str, str]
-
-
-# --------------------------------------------------------------------------- the registry
-
-
-class _Registry:
-    """The registry calls ``promote`` and ``resolve_model`` need, with MLflow errors made one-line."""
-
-    def __init__(self, tracking_uri: str) -> None:
-        from mlflow import MlflowClient
-
-        self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except MnistSweepError:
-            raise
-        except Exception as exc:
-            raise TrackingError(f"model registry {self.uri}: {what}: {_first_line(exc)}") from None
-
-    def holder(self, name: str, alias: str) -> ModelVersion | None:
-        """The version ``alias`` points at; None when the model or the alias does not exist."""
-        from mlflow.exceptions import MlflowException
-
-        with self._errors(f"reading {name}@{alias}"):
-            try:
-                model = self.client.get_registered_model(name)
-            except MlflowException as exc:
-                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    return None
-                raise
-            version = dict(model.aliases or {}).get(alias)
-            return self.client.get_model_version(name, str(version)) if version is not None else None
-
-    def version(self, name: str, version: str) -> ModelVersion:
-        from mlflow.exceptions import MlflowException
-
-        with self._errors(f"reading {name} version {version}"):
-            try:
-                return self.client.get_model_version(name, version)
-            except MlflowException as exc:
-                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    raise ModelMissing(f"models:/{name}/{version}: no such model version in {self.uri}") from None
-                raise
-
-    def download_uri(self, name: str, version: str) -> str:
-        with self._errors(f"locating {name} version {version}"):
-            return str(self.client.get_model_version_download_uri(name, version))
-
-    def all_versions(self, name: str) -> list[ModelVersion]:
-        with self._errors(f"listing versions of {name}"):
-            return list(self.client.search_model_versions(f"name = '{name}'"))
-
-    def latest_number(self, name: str) -> int:
-        return max((int(v.version) for v in self.all_versions(name)), default=0)
-
-    def register(
-        self, name: str, *, source: str, run_id: str | None, tags: Mapping[str, str], description: str
-    ) -> ModelVersion:
-        from mlflow.exceptions import MlflowException
-
-        from mnist_sweep.tracking import process_tracking_uri
-
-        with self._errors(f"registering {source} as {name}"):
-            try:
-                self.client.create_registered_model(
-                    name,
-                    description="Digit classifiers from mnist-sweep studies, promoted behind a held-out test gate.",
-                )
-            except MlflowException as exc:
-                if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                    raise
-            model_id = source.removeprefix("models:/")
-            with process_tracking_uri(self.uri):  # MLflow resolves the logged model through it
-                return self.client.create_model_version(
-                    name,
-                    source,
-                    run_id=run_id,
-                    tags=dict(tags),
-                    description=description,
-                    model_id=model_id if _MODEL_ID.match(model_id) else None,
-                )
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        with self._errors(f"moving {name}@{alias} to version {version}"):
-            self.client.set_registered_model_alias(name, alias, version)
-
-    def set_tag(self, name: str, version: str, key: str, value: str) -> None:
-        with self._errors(f"tagging {name} version {version}"):
-            self.client.set_model_version_tag(name, version, key, value)
-
-
-def current_champion(
-    model_name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS, *, tracking_uri: str | None = None
-) -> Champion | None:
-    """The version holding ``model_name@alias``, or None when no version holds it."""
-    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
-
-    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
-    holder = _Registry(uri).holder(model_name, alias)
-    if holder is None:
-        return None
-    tags = dict(holder.tags or {})
-    try:
-        params = json.loads(tags.get(TAG + "params", "{}"))
-    except ValueError:
-        params = {}
-    try:
-        accuracy: float | None = float(tags[TAG + "test_accuracy"])
-    except (KeyError, ValueError):
-        accuracy = None
-    return Champion(
-        model_name=model_name,
-        alias=alias,
-        version=str(holder.version),
-        source=str(holder.source),
-        run_id=holder.run_id,
-        dataset=_version_dataset(holder, uri),
-        params=params if isinstance(params, dict) else {},
-        test_accuracy=accuracy,
-        tags=tags,
-    )
-
-
-# --------------------------------------------------------------------------- loading models
-
-
-def resolve_model(model_uri: str, *, tracking_uri: str | None = None) -> ResolvedModel:
-    """Where the files of ``model_uri`` are, with its registry version, run and dataset when known.
-
-    Accepts ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-<id>`` (a logged
-    model, as ``mnist-sweep best`` prints), ``runs:/<run id>/...`` (a trial run: its logged
-    model) and anything MLflow can download (a local folder, ``s3://...``).
-    """
-    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri, logged_model
-
-    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
-    expected = "expected models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-<model id> or runs:/<run id>/model"
-    if model_uri.startswith("runs:/"):
-        run_id = model_uri.removeprefix("runs:/").strip("/").split("/", 1)[0]
-        if not run_id:
-            raise ModelMissing(f"{model_uri}: no run id; {expected}")
-        logged = _run_tags(run_id, uri, model_uri).get(TAG + "model_uri")
-        if not logged:
-            raise ModelMissing(f"{model_uri}: run {run_id} logged no model (no {TAG}model_uri tag)")
-        return _replace_uri(resolve_model(logged, tracking_uri=uri), model_uri)
-    if not model_uri.startswith("models:/"):
-        return ResolvedModel(uri=model_uri, artifact_uri=model_uri)
-    rest = model_uri.removeprefix("models:/").strip("/")
-    if _MODEL_ID.match(rest):
-        try:
-            location, source_run = logged_model(rest, tracking_uri=uri)
-        except TrackingError as exc:
-            raise ModelMissing(f"{model_uri}: {exc}") from None
-        dataset = _run_dataset(source_run, uri) if source_run else None
-        return ResolvedModel(uri=model_uri, artifact_uri=location, run_id=source_run, dataset=dataset)
-    registry = _Registry(uri)
-    if "@" in rest.rsplit("/", 1)[-1]:
-        name, alias = rest.rsplit("@", 1)
-        found = registry.holder(name, alias)
-        if found is None:
-            raise ModelMissing(f"{model_uri}: no version of registered model {name!r} holds alias {alias!r} in {uri}")
-    elif "/" in rest:
-        name, version = rest.rsplit("/", 1)
-        if not version.isdigit():
-            raise ModelMissing(f"{model_uri}: version {version!r} is not a number; {expected}")
-        found = registry.version(name, version)
-    else:
-        raise ModelMissing(f"{model_uri}: {expected}")
-    return ResolvedModel(
-        uri=model_uri,
-        artifact_uri=registry.download_uri(name, str(found.version)),
-        name=name,
-        version=str(found.version),
-        run_id=found.run_id,
-        dataset=_version_dataset(found, uri),
-    )
-
-
-def load_model(model_uri: str, *, tracking_uri: str | None = None) -> keras.Model:
-    """The Keras model behind ``model_uri`` (see :func:`resolve_model`); ModelMissing if it cannot load."""
-    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
-
-    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
-    return load_resolved(resolve_model(model_uri, tracking_uri=uri), tracking_uri=uri)
-
-
-def load_resolved(resolved: ResolvedModel, *, tracking_uri: str) -> keras.Model:
-    """Download ``resolved``'s files into a scratch folder and load them with the tensorflow flavor."""
-    import mlflow.artifacts
-    import mlflow.tensorflow
-
-    with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=resolved.artifact_uri, dst_path=tmp, tracking_uri=tracking_uri
-            )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=_OPTIMIZER_WARNING, category=UserWarning)
-                return mlflow.tensorflow.load_model(local)
-        except Exception as exc:
-            raise ModelMissing(f"cannot load model {resolved.uri}: {_first_line(exc)}") from None
-
-
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> Score:
     """``model``'s accuracy on ``images`` / ``labels``."""
     import numpy as np
@@ -442,7 +205,7 @@ class _TestSet:
 class _Scores:
     """Test-set scores of registry versions, each model evaluated at most once."""
 
-    def __init__(self, registry: _Registry, test: _TestSet) -> None:
+    def __init__(self, registry: Registry, test: _TestSet) -> None:
         self.registry = registry
         self.test = test
         self._cache: dict[str, Score] = {}
@@ -486,8 +249,8 @@ def promote(
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     storage_url = resolve_storage(storage, uri)
     study = load_study(study_name, storage_url)
-    candidate = _candidate(best_of(study), uri, study.user_attrs.get("mlflow_tracking_uri"))
-    registry = _Registry(uri)
+    candidate = _candidate(best_of(study), uri, study.user_attrs.get(ATTR_TRACKING_URI))
+    registry = Registry(uri)
     start_number = registry.latest_number(model_name)
     holder = registry.holder(model_name, alias)
     if holder is not None:
@@ -534,7 +297,7 @@ def promote(
     )
     if str(final.version) == str(version.version):
         return outcome("promoted", **common, version=str(version.version))
-    registry.set_tag(model_name, str(version.version), TAG + "superseded_by", str(final.version))
+    registry.set_tag(model_name, str(version.version), TAG_SUPERSEDED_BY, str(final.version))
     return outcome(
         "superseded",
         **{**common, "champion": final_score},
@@ -544,7 +307,7 @@ def promote(
 
 
 def _settle_alias(
-    registry: _Registry,
+    registry: Registry,
     scores: _Scores,
     name: str,
     alias: str,
@@ -588,12 +351,12 @@ def _settle_alias(
 def _recorded_score(version: ModelVersion, dataset: str, sha256: str) -> Score | None:
     """The gate score a promotion recorded on ``version``, if it was measured on the same data."""
     tags = version.tags or {}
-    if tags.get(TAG + "gate") != GATE_PASSED or tags.get(TAG + "dataset") != dataset:
+    if tags.get(TAG_GATE) != GATE_PASSED or tags.get(TAG_DATASET) != dataset:
         return None
-    if tags.get(TAG + "data_sha256") != sha256:
+    if tags.get(TAG_DATA_SHA256) != sha256:
         return None
     try:
-        return Score(correct=int(tags[TAG + "test_correct"]), total=int(tags[TAG + "test_images"]))
+        return Score(correct=int(tags[TAG_TEST_CORRECT]), total=int(tags[TAG_TEST_IMAGES]))
     except (KeyError, ValueError):
         return None
 
@@ -617,28 +380,28 @@ def _candidate(best: BestTrial, tracking_uri: str, study_tracking_uri: str | Non
     tags: dict[str, str] = {}
     if best.model_run_id:
         try:
-            tags = _run_tags_strict(best.model_run_id, tracking_uri)
+            tags = run_tags(best.model_run_id, tracking_uri=tracking_uri)
         except TrackingError:
             hint = f" (the study logged to {study_tracking_uri})" if study_tracking_uri else ""
             raise ModelMissing(
                 f"{who}: its MLflow run {best.model_run_id} is not in {tracking_uri}; "
                 f"pass the --tracking-uri the study logged to{hint}"
             ) from None
-    dataset = best.dataset or tags.get(TAG + "dataset")
+    dataset = best.dataset or tags.get(TAG_DATASET)
     if not dataset:
         raise ModelMissing(f"{who}: neither the study nor its run records the dataset")
-    run_dataset = tags.get(TAG + "dataset")
+    run_dataset = tags.get(TAG_DATASET)
     if run_dataset and run_dataset != dataset:
         raise DatasetMismatch(f"{who}: the study says {dataset}, its MLflow run says {run_dataset}")
     return _Candidate(best=best, model_uri=best.model_uri, run_id=best.model_run_id, dataset=dataset, run_tags=tags)
 
 
 def _check_dataset(holder: ModelVersion, candidate: _Candidate, name: str, alias: str, tracking_uri: str) -> None:
-    held = _version_dataset(holder, tracking_uri)
+    held = version_dataset(holder, tracking_uri)
     target = f"{name}@{alias} (version {holder.version})"
     if held is None:
         raise DatasetMismatch(
-            f"refused: {target} records no dataset (version tag {TAG}dataset), so it cannot be compared with "
+            f"refused: {target} records no dataset (version tag {TAG_DATASET}), so it cannot be compared with "
             f"a {candidate.dataset} model; tag it, or promote under another --model-name"
         )
     if held != candidate.dataset:
@@ -654,7 +417,7 @@ def _test_set(candidate: _Candidate, data_dir: str | None) -> _TestSet:
     from mnist_sweep.model import load_raw
 
     raw = load_raw(candidate.dataset, data_dir)
-    trained_on = candidate.run_tags.get(TAG + "data_sha256")
+    trained_on = candidate.run_tags.get(TAG_DATA_SHA256)
     if trained_on and trained_on != raw.sha256:
         log.warning(
             "study %r trial %d was trained on %s data with SHA-256 %s; evaluating on %s (SHA-256 %s)",
@@ -688,27 +451,27 @@ def _version_tags(
     best = candidate.best
     run = candidate.run_tags
     tags = {
-        "study": best.study,
-        "trial_number": str(best.number),
-        "storage": redact_url(storage),
-        "params": json.dumps(dict(best.params), sort_keys=True, default=str),
-        "objective": f"{best.direction} {best.metric}",
-        "objective_value": repr(best.value),
-        **{name: repr(value) for name, value in best.validation.items()},
-        "test_accuracy": repr(score.accuracy),
-        "test_correct": str(score.correct),
-        "test_images": str(score.total),
-        "dataset": candidate.dataset,
-        "data_sha256": test.sha256,
-        "version": run.get(TAG + "version") or __version__,
-        "git_commit": run.get(TAG + "git_commit") or git_commit() or "unknown",
-        "gate": GATE_PASSED,
-        "gate_rule": f"{GATE_METRIC} >= alias holder's + {min_improvement:g}",
-        "previous_version": str(holder.version) if holder is not None else "none",
+        TAG_STUDY: best.study,
+        TAG_TRIAL_NUMBER: str(best.number),
+        TAG_STORAGE: redact_url(storage),
+        TAG_PARAMS: json.dumps(dict(best.params), sort_keys=True, default=str),
+        TAG_OBJECTIVE: f"{best.direction} {best.metric}",
+        TAG_OBJECTIVE_VALUE: repr(best.value),
+        **{TAG_PREFIX + name: repr(value) for name, value in best.validation.items()},
+        TAG_TEST_ACCURACY: repr(score.accuracy),
+        TAG_TEST_CORRECT: str(score.correct),
+        TAG_TEST_IMAGES: str(score.total),
+        TAG_DATASET: candidate.dataset,
+        TAG_DATA_SHA256: test.sha256,
+        TAG_VERSION: run.get(TAG_VERSION) or __version__,
+        TAG_GIT_COMMIT: run.get(TAG_GIT_COMMIT) or git_commit() or "unknown",
+        TAG_GATE: GATE_PASSED,
+        TAG_GATE_RULE: f"{GATE_METRIC} >= alias holder's + {min_improvement:g}",
+        TAG_PREVIOUS_VERSION: str(holder.version) if holder is not None else "none",
     }
     if champion is not None:
-        tags["previous_test_accuracy"] = repr(champion.accuracy)
-    return {TAG + key: value for key, value in tags.items()}
+        tags[TAG_PREVIOUS_TEST_ACCURACY] = repr(champion.accuracy)
+    return tags
 
 
 def _description(
@@ -731,41 +494,3 @@ def _description(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _version_dataset(version: ModelVersion, tracking_uri: str) -> str | None:
-    dataset = (version.tags or {}).get(TAG + "dataset")
-    if dataset:
-        return str(dataset)
-    return _run_dataset(version.run_id, tracking_uri) if version.run_id else None
-
-
-def _run_dataset(run_id: str, tracking_uri: str) -> str | None:
-    try:
-        return _run_tags_strict(run_id, tracking_uri).get(TAG + "dataset")
-    except TrackingError:
-        return None
-
-
-def _run_tags(run_id: str, tracking_uri: str, model_uri: str) -> dict[str, str]:
-    try:
-        return _run_tags_strict(run_id, tracking_uri)
-    except TrackingError as exc:
-        raise ModelMissing(f"{model_uri}: {exc}") from None
-
-
-def _run_tags_strict(run_id: str, tracking_uri: str) -> dict[str, str]:
-    from mnist_sweep.tracking import run_tags
-
-    return run_tags(run_id, tracking_uri=tracking_uri)
-
-
-def _replace_uri(resolved: ResolvedModel, uri: str) -> ResolvedModel:
-    from dataclasses import replace
-
-    return replace(resolved, uri=uri)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

@@ -10,8 +10,6 @@ search space. :func:`compare_studies` puts the best results of several studies s
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
 import logging
 import math
@@ -19,10 +17,21 @@ import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_sweep.contract import (
+    ATTR_DATASET,
+    ATTR_EXPERIMENT,
+    ATTR_HISTORY,
+    ATTR_MODEL_URI,
+    ATTR_OBJECTIVE_METRIC,
+    ATTR_PARENT_RUN,
+    ATTR_QUESTION,
+    ATTR_SPACE_FILE,
+)
+from mnist_sweep.display import PAGE_CSS, figure_html
 from mnist_sweep.errors import MnistSweepError
 
 if TYPE_CHECKING:
@@ -55,39 +64,6 @@ class ReportResult:
     logged_run_id: str | None
     notes: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()  # ``answer`` as sentences: the headline, then one finding each
-
-
-@dataclass(frozen=True)
-class StudyBest:
-    """One study's row in a comparison."""
-
-    study: str
-    dataset: str
-    metric: str
-    direction: str
-    question: str
-    trials: int
-    complete: int
-    pruned: int
-    failed: int
-    best_trial: int | None = None
-    best_value: float | None = None
-    test_accuracy: float | None = None
-    searched: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int | None = None
-    seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """What :func:`compare_studies` found and wrote."""
-
-    rows: tuple[StudyBest, ...]
-    table: str
-    chart: Path
-    csv: Path
-    html: Path
-    chart_label: str
 
 
 # --------------------------------------------------------------------------- reading a study
@@ -153,7 +129,7 @@ class _Study:
         return out
 
 
-def _read_study(study: optuna.Study) -> _Study:
+def read_study(study: optuna.Study) -> _Study:
     import optuna
     from optuna.distributions import CategoricalDistribution
 
@@ -171,7 +147,7 @@ def _read_study(study: optuna.Study) -> _Study:
             else:
                 numeric.setdefault(name, dist)
         attrs = frozen.user_attrs
-        history = [dict(h) for h in attrs.get("history") or [] if isinstance(h, Mapping)]
+        history = [dict(h) for h in attrs.get(ATTR_HISTORY) or [] if isinstance(h, Mapping)]
         trials.append(
             _Trial(
                 number=frozen.number,
@@ -184,16 +160,16 @@ def _read_study(study: optuna.Study) -> _Study:
                 seconds=summary.seconds,
                 note=summary.note,
                 run_id=summary.run_id,
-                model_uri=attrs.get("model_uri") or None,
+                model_uri=attrs.get(ATTR_MODEL_URI) or None,
             )
         )
     attrs = study.user_attrs
     return _Study(
         name=study.study_name,
-        metric=str(attrs.get("objective_metric") or "objective"),
+        metric=str(attrs.get(ATTR_OBJECTIVE_METRIC) or "objective"),
         maximize=study.directions[0] == optuna.study.StudyDirection.MAXIMIZE,
-        dataset=str(attrs.get("dataset") or "mnist"),
-        question=str(attrs.get("question") or ""),
+        dataset=str(attrs.get(ATTR_DATASET) or "mnist"),
+        question=str(attrs.get(ATTR_QUESTION) or ""),
         trials=tuple(trials),
         categorical=categorical,
         numeric=numeric,
@@ -212,7 +188,7 @@ def answer_in_words(study: optuna.Study) -> str:
     which settings stayed at chance (validation accuracy <= :data:`CHANCE_ACCURACY`). For each
     numeric param: the range the best trials used. Then the pruned and failed trials.
     """
-    return " ".join(_findings(_read_study(study)))
+    return " ".join(_findings(read_study(study)))
 
 
 def _findings(s: _Study) -> list[str]:
@@ -227,9 +203,9 @@ def _findings(s: _Study) -> list[str]:
     best = ranked[0]
     sentences = [
         f"{len(ranked)} of {len(s.trials)} trials completed; the best, trial {best.number}, reached {s.metric} "
-        f"{_metric(best.value)}"
-        + (f" (test accuracy {_metric(best.test_accuracy)})" if best.test_accuracy is not None else "")
-        + (f" with {_settings(best.searched)}" if best.searched else "")
+        f"{metric_text(best.value)}"
+        + (f" (test accuracy {metric_text(best.test_accuracy)})" if best.test_accuracy is not None else "")
+        + (f" with {settings_text(best.searched)}" if best.searched else "")
         + "."
     ]
     varied = [p for p in s.categorical if len({_key(t.searched[p]) for t in ranked if p in t.searched}) > 1]
@@ -247,13 +223,13 @@ def _categorical_sentences(s: _Study, param: str, others: Sequence[str]) -> list
     win_best = _best_of(s, groups[winner])
     n = len(groups[winner])
     behind = [
-        f"{_show(value)} (best {_metric(_best_of(s, groups[value]))}, mean {_metric(_mean(groups[value]))}; "
+        f"{_show(value)} (best {metric_text(_best_of(s, groups[value]))}, mean {metric_text(_mean(groups[value]))}; "
         f"{abs(win_best - _best_of(s, groups[value])):.4f} behind)"
         for value in rest
     ]
     sentences = [
-        f"{param}: {_show(winner)} won with best {s.metric} {_metric(win_best)} (mean "
-        f"{_metric(_mean(groups[winner]))} over {n} trial{'s' if n != 1 else ''}), ahead of {', '.join(behind)}."
+        f"{param}: {_show(winner)} won with best {s.metric} {metric_text(win_best)} (mean "
+        f"{metric_text(_mean(groups[winner]))} over {n} trial{'s' if n != 1 else ''}), ahead of {', '.join(behind)}."
     ]
     missing = [c for c in s.categorical[param] if _key(c) not in {_key(v) for v in groups}]
     if missing:
@@ -306,7 +282,7 @@ def _chance_sentences(s: _Study, varied: Sequence[str]) -> list[str]:
         settings.setdefault(" with ".join(f"{k}={_show(v)}" for k, v in chosen.items()), []).append(t)
     listed = []
     for setting, trials in settings.items():
-        which = ", ".join(f"trial {t.number}: {_metric(t.final_val_accuracy)}" for t in trials)
+        which = ", ".join(f"trial {t.number}: {metric_text(t.final_val_accuracy)}" for t in trials)
         listed.append(f"{setting} ({which})" if setting else which)
     sentences.append(f"Stayed at chance (val_accuracy <= {CHANCE_ACCURACY:g}): {'; '.join(listed)}.")
     return sentences
@@ -398,11 +374,11 @@ def _num(value: Any) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:.4g}"
 
 
-def _metric(value: float | None) -> str:
+def metric_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _settings(params: Mapping[str, Any]) -> str:
+def settings_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_show(v)}" for k, v in params.items())
 
 
@@ -429,7 +405,7 @@ def build_report(
 
     storage = storage or default_storage(tracking_uri)
     study = load_study(study_name, storage)
-    s = _read_study(study)
+    s = read_study(study)
     target = Path(out) if out is not None else DEFAULT_OUT / _safe_name(study_name)
     target.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -459,7 +435,7 @@ def build_report(
         caption = ""
     findings = _findings(s)
     answer = " ".join(findings)
-    if log_to_mlflow and not s.attrs.get("mlflow_parent_run_id"):
+    if log_to_mlflow and not s.attrs.get(ATTR_PARENT_RUN):
         notes.append("MLflow: the study has no parent run (it ran without tracking); the report was not logged.")
     page = _render_report(
         s,
@@ -498,8 +474,8 @@ def _top_k_histories(s: _Study, k: int) -> dict[str, list[dict[str, float]]]:
     out = {}
     for t in s.ranked()[: max(0, k)]:
         if t.history:
-            label = f"trial {t.number}" + (f": {_settings(t.searched)}" if t.searched else "")
-            out[f"{label} ({_metric(t.value)})"] = t.history
+            label = f"trial {t.number}" + (f": {settings_text(t.searched)}" if t.searched else "")
+            out[f"{label} ({metric_text(t.value)})"] = t.history
     return out
 
 
@@ -557,7 +533,7 @@ def _data_limit(s: _Study, best: _Trial, *, tracking_uri: str | None) -> tuple[i
         else:
             if value is not None:
                 return (int(value), "as the trial's MLflow run recorded") if value.isdigit() else (None, "")
-    space_file = s.attrs.get("space_file")
+    space_file = s.attrs.get(ATTR_SPACE_FILE)
     if space_file and Path(space_file).is_file():
         from mnist_sweep.config import load_space
 
@@ -573,7 +549,7 @@ def _log_report(
 ) -> str | None:
     from mnist_sweep.tracking import existing_run, log_files
 
-    run_id = s.attrs.get("mlflow_parent_run_id")
+    run_id = s.attrs.get(ATTR_PARENT_RUN)
     if not run_id:
         return None
     try:
@@ -590,47 +566,6 @@ def _safe_name(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- HTML
-
-_CSS = """
-:root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --accent: #2563eb; --bg: #f7f8fa; }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--ink);
-  font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 28px 24px 60px; }
-header h1 { margin: 0 0 4px; font-size: 26px; }
-header .meta { color: var(--muted); font-size: 13px; }
-section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 18px 22px;
-  margin: 18px 0; box-shadow: 0 1px 2px rgba(0,0,0,.03); }
-h2 { font-size: 18px; margin: 0 0 12px; }
-.question { font-size: 17px; font-style: italic; color: var(--muted); margin: 0 0 10px; }
-.answer { font-size: 16px; margin: 0 0 6px; font-weight: 600; }
-ul.findings { margin: 0; padding-left: 20px; }
-ul.findings li { margin: 4px 0; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 18px; }
-figure { margin: 0; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px;
-  background: #fff; }
-figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
-.kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
-.kv dt { color: var(--muted); }
-.kv dd { margin: 0; }
-.table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; font-variant-numeric: tabular-nums; }
-th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
-th { background: #f0f2f5; position: sticky; top: 0; font-weight: 600; }
-td.num { text-align: right; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-tr.best { background: #ecfdf3 !important; font-weight: 600; }
-.state { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; }
-.state-COMPLETE { background: #dcfce7; color: #166534; }
-.state-PRUNED { background: #fef9c3; color: #854d0e; }
-.state-FAIL { background: #fee2e2; color: #991b1b; }
-.state-RUNNING, .state-WAITING { background: #e0e7ff; color: #3730a3; }
-code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-.note { color: var(--muted); font-size: 13px; white-space: normal; }
-ul.notes { margin: 0; padding-left: 20px; color: var(--muted); }
-footer { color: var(--muted); font-size: 12px; margin-top: 24px; }
-"""
 
 
 def _render_report(
@@ -666,11 +601,11 @@ def _render_report(
         body.append('<section id="notes"><h2>Left out</h2><ul class="notes">')
         body += [f"<li>{e(n)}</li>" for n in notes]
         body.append("</ul></section>")
-    parent = s.attrs.get("mlflow_parent_run_id")
+    parent = s.attrs.get(ATTR_PARENT_RUN)
     body.append(
         "<footer>Made by <code>mnist-sweep report</code>. "
         + (
-            f"MLflow experiment <code>{e(str(s.attrs.get('mlflow_experiment', '')))}</code>, parent run "
+            f"MLflow experiment <code>{e(str(s.attrs.get(ATTR_EXPERIMENT, '')))}</code>, parent run "
             f"<code>{e(str(parent))}</code> (browse with <code>mnist-sweep ui</code>). "
             if parent
             else ""
@@ -680,7 +615,7 @@ def _render_report(
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Study {e(s.name)}: report</title><style>{_CSS}</style></head>"
+        f"<title>Study {e(s.name)}: report</title><style>{PAGE_CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )
 
@@ -691,12 +626,12 @@ def _best_section(s: _Study, best: _Trial | None) -> str:
         return '<section id="best"><h2>Best trial</h2><p>No trial has completed yet.</p></section>'
     rows = [
         ("trial", str(best.number)),
-        (s.metric, _metric(best.value)),
-        ("test accuracy", _metric(best.test_accuracy)),
+        (s.metric, metric_text(best.value)),
+        ("test accuracy", metric_text(best.test_accuracy)),
         ("epochs trained", str(len(best.history)) if best.history else "-"),
         ("seconds", f"{best.seconds:.1f}" if best.seconds is not None else "-"),
-        ("searched params", _settings(best.searched) or "-"),
-        ("all params", _settings(best.params) or "-"),
+        ("searched params", settings_text(best.searched) or "-"),
+        ("all params", settings_text(best.params) or "-"),
         ("MLflow run", best.run_id or "-"),
         ("model", best.model_uri or "-"),
     ]
@@ -722,19 +657,9 @@ def _figures_section(images: Mapping[str, Path], best_caption: str, curves_shown
         if not shown:
             continue
         parts.append(f'<section id="{group.lower().replace(" ", "-")}"><h2>{group}</h2><div class="grid">')
-        parts += [_figure(images[k], _TITLES[k], captions[k]) for k in shown]
+        parts += [figure_html(images[k], _TITLES[k], captions[k]) for k in shown]
         parts.append("</div></section>")
     return "".join(parts)
-
-
-def _figure(path: Path, title: str, caption: str) -> str:
-    e = html.escape
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (
-        f'<figure id="fig-{e(path.stem)}"><h3 style="font-size:15px;margin:0 0 8px">{e(title)}</h3>'
-        f'<img src="data:image/png;base64,{data}" alt="{e(title)}" data-file="{e(path.name)}">'
-        f"<figcaption>{e(caption)}</figcaption></figure>"
-    )
 
 
 def _trials_table(s: _Study) -> str:
@@ -750,12 +675,12 @@ def _trials_table(s: _Study) -> str:
             f'<td class="num">{t.number}</td>',
             f'<td><span class="state state-{e(t.state)}">{e(t.state)}</span></td>',
             *[f"<td>{e(_show(t.searched[p])) if p in t.searched else '-'}</td>" for p in searched],
-            f'<td class="num">{_metric(t.value)}</td>',
+            f'<td class="num">{metric_text(t.value)}</td>',
         ]
         if extra_val:
-            cells.append(f'<td class="num">{_metric(t.final_val_accuracy)}</td>')
+            cells.append(f'<td class="num">{metric_text(t.final_val_accuracy)}</td>')
         cells += [
-            f'<td class="num">{_metric(t.test_accuracy)}</td>',
+            f'<td class="num">{metric_text(t.test_accuracy)}</td>',
             f'<td class="num">{len(t.history) if t.history else "-"}</td>',
             f'<td class="num">{f"{t.seconds:.1f}" if t.seconds is not None else "-"}</td>',
             f'<td><code title="{e(t.run_id or "")}">{e((t.run_id or "-")[:12])}</code></td>',
@@ -764,7 +689,7 @@ def _trials_table(s: _Study) -> str:
         css = ' class="best"' if best is not None and t.number == best.number else ""
         rows.append(f"<tr{css}>{''.join(cells)}</tr>")
     fixed = _fixed_params(s)
-    fixed_html = f'<p class="note">Fixed for every trial: {e(_settings(fixed))}.</p>' if fixed else ""
+    fixed_html = f'<p class="note">Fixed for every trial: {e(settings_text(fixed))}.</p>' if fixed else ""
     head = "".join(f"<th>{e(h)}</th>" for h in header)
     return (
         f'<section id="trials"><h2>All trials</h2>{fixed_html}<div class="table-wrap"><table>'
@@ -782,132 +707,3 @@ def _fixed_params(s: _Study) -> dict[str, Any]:
                 values.setdefault(k, set()).add(_key(v))
                 first.setdefault(k, v)
     return {k: first[k] for k in sorted(values) if len(values[k]) == 1}
-
-
-# --------------------------------------------------------------------------- comparing studies
-
-
-def study_best(study: optuna.Study) -> StudyBest:
-    """The row :func:`compare_studies` shows for ``study``: its counts and its best trial."""
-    s = _read_study(study)
-    counts = s.counts()
-    best = s.best
-    row = StudyBest(
-        study=s.name,
-        dataset=s.dataset,
-        metric=s.metric,
-        direction="maximize" if s.maximize else "minimize",
-        question=s.question,
-        trials=len(s.trials),
-        complete=counts.get("COMPLETE", 0),
-        pruned=counts.get("PRUNED", 0),
-        failed=counts.get("FAIL", 0),
-    )
-    if best is None:
-        return row
-    return replace(
-        row,
-        best_trial=best.number,
-        best_value=best.value,
-        test_accuracy=best.test_accuracy,
-        searched=best.searched,
-        epochs=len(best.history) if best.history else None,
-        seconds=best.seconds,
-    )
-
-
-def compare_studies(
-    names: Sequence[str],
-    *,
-    storage: str | None = None,
-    tracking_uri: str | None = None,
-    out: str | Path | None = None,
-) -> Comparison:
-    """The best results of several studies side by side: a text table, a CSV, a bar chart, an HTML page.
-
-    The chart shows the best objective value when every study optimizes the same metric, else
-    the test accuracy of each study's best trial (comparable whatever the objective).
-    """
-    from mnist_sweep.display import plots
-    from mnist_sweep.stores import default_storage, load_study
-
-    names = list(dict.fromkeys(names))  # each study once, in the order given
-    if not names:
-        raise MnistSweepError("compare needs at least one study name")
-    storage = storage or default_storage(tracking_uri)
-    rows = tuple(study_best(load_study(name, storage)) for name in names)
-    target = Path(out) if out is not None else DEFAULT_OUT / "compare"
-    target.mkdir(parents=True, exist_ok=True)
-    metrics = {r.metric for r in rows}
-    if len(metrics) == 1:
-        label = f"best {next(iter(metrics))}"
-        values = [r.best_value for r in rows]
-    else:
-        label = "test accuracy of the best trial"
-        values = [r.test_accuracy for r in rows]
-    shown = [(r.study, v) for r, v in zip(rows, values, strict=True) if v is not None]
-    chart = plots.save(
-        plots.bar_comparison(
-            [name for name, _ in shown],
-            [float(v) for _, v in shown],
-            ylabel=label,
-            title=f"{label} per study",
-        ),
-        target / "compare.png",
-    )
-    table_rows = _comparison_rows(rows)
-    csv_path = target / "compare.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(table_rows)
-    html_path = target / "compare.html"
-    html_path.write_text(_render_comparison(table_rows, chart, label), encoding="utf-8")
-    return Comparison(
-        rows=rows, table=_text_table(table_rows), chart=chart, csv=csv_path, html=html_path, chart_label=label
-    )
-
-
-def _comparison_rows(rows: Sequence[StudyBest]) -> list[list[str]]:
-    out = [["study", "dataset", "objective", "best", "test_acc", "trial", "trials", "best params", "epochs", "seconds"]]
-    for r in rows:
-        out.append(
-            [
-                r.study,
-                r.dataset,
-                f"{r.direction[:3]} {r.metric}",
-                _metric(r.best_value),
-                _metric(r.test_accuracy),
-                "-" if r.best_trial is None else str(r.best_trial),
-                f"{r.complete}/{r.trials}"
-                + (f" ({r.pruned} pruned, {r.failed} failed)" if r.pruned or r.failed else ""),
-                _settings(r.searched) or "-",
-                "-" if r.epochs is None else str(r.epochs),
-                "-" if r.seconds is None else f"{r.seconds:.1f}",
-            ]
-        )
-    return out
-
-
-def _text_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _render_comparison(rows: Sequence[Sequence[str]], chart: Path, label: str) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    names = ", ".join(row[0] for row in rows[1:])
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>Compare: {e(names)}</title><style>{_CSS}</style></head><body><main>"
-        f'<header><h1>Studies side by side</h1><div class="meta">{e(names)}</div></header>'
-        f'<section><h2>Best results</h2><div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div></section>"
-        f"<section>{_figure(chart, label.capitalize(), 'One bar per study.')}</section>"
-        "</main></body></html>\n"
-    )

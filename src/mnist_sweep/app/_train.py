@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_sweep.display import text_table
 from mnist_sweep.errors import ParamError, TrainingFailed
 from mnist_sweep.model import PRESETS, get_preset, model_summary, parse_assignment, resolve_params
 
@@ -127,17 +128,7 @@ def presets_table() -> str:
         model = model_summary(p.params)
         extra = f" (on {p.limit:,} training images)" if p.limit else ""
         rows.append((p.name, p.dataset, model + extra, f"{p.param_count:,}", p.reference))
-    return _table(rows)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for n, row in enumerate(rows):
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return text_table(rows)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -171,7 +162,7 @@ def sweep_table(result: SweepResult, *, top: int = 5) -> str:
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f"); this run: {result.trials_run}"
         + (f"; stopped: {result.stopped_reason}" if result.stopped_reason else ""),
-        _table(rows),
+        text_table(rows),
     ]
     best = result.best
     if best is None:

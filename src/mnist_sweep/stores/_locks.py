@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError, StorageError
+from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError, StorageError, first_line
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -258,7 +258,7 @@ def _storage_call(storage_url: str, what: str, call: Callable[[], _T]) -> _T:
     except MnistSweepError:
         raise
     except Exception as exc:
-        raise StorageError(f"{where} (table {LOCK_TABLE}): {_first_line(exc)}") from None
+        raise StorageError(f"{where} (table {LOCK_TABLE}): {first_line(exc)}") from None
 
 
 class _TableStore:
@@ -403,8 +403,3 @@ class _FileStore:
 
 def _utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

@@ -21,7 +21,7 @@ import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from mnist_sweep.contract import ATTR_FAIL_REASON, ATTR_PARAMS_KEY, ATTR_RESAMPLED, ATTR_WORKER
+from mnist_sweep.contract import ATTR_ENQUEUED, ATTR_FAIL_REASON, ATTR_PARAMS_KEY, ATTR_RESAMPLED, ATTR_WORKER
 from mnist_sweep.display import Progress
 from mnist_sweep.errors import StudyFailing
 from mnist_sweep.stores import (
@@ -200,7 +200,7 @@ class _Sweep:
         from optuna.trial import TrialState
 
         trials = self.study.get_trials(deepcopy=False)
-        if "fixed_params" in trials[trial.number].system_attrs:
+        if ATTR_ENQUEUED in trials[trial.number].system_attrs:
             return False
         seen = {
             t.user_attrs.get(ATTR_PARAMS_KEY): t.number

@@ -12,6 +12,7 @@ from mnist_sweep.contract import (
     ATTR_HISTORY,
     ATTR_PARAMS,
     ATTR_RESAMPLED,
+    ATTR_RETRY_HISTORY,
     ATTR_RUN_ID,
     ATTR_TEST_ACCURACY,
 )
@@ -69,7 +70,7 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
     trials = study.get_trials(deepcopy=False)
     retried_as: dict[int, int] = {}
     for t in trials:
-        history = t.system_attrs.get("retry_history") or []
+        history = t.system_attrs.get(ATTR_RETRY_HISTORY) or []
         if history:
             retried_as[int(history[-1])] = t.number
     out = []
@@ -86,8 +87,8 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
             note = "its worker stopped mid-trial (killed or lost)"
             if t.number in retried_as:
                 note += f"; retried as trial {retried_as[t.number]}"
-        elif not note and t.system_attrs.get("retry_history"):
-            note = f"retry of trial {t.system_attrs['retry_history'][-1]}"
+        elif not note and t.system_attrs.get(ATTR_RETRY_HISTORY):
+            note = f"retry of trial {t.system_attrs[ATTR_RETRY_HISTORY][-1]}"
         out.append(
             TrialSummary(
                 number=t.number,

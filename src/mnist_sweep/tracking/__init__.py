@@ -1,4 +1,4 @@
-"""Every MLflow call: runs, tags, metrics, artifacts, logged models, the tracking-server launcher
+"""Every MLflow call: runs, tags, metrics, artifacts, logged models, the model registry, the tracking-server launcher
 (:mod:`mnist_sweep.tracking.server`).
 """
 
@@ -9,6 +9,18 @@ from typing import TYPE_CHECKING
 from mnist_sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mnist_sweep.tracking._registry import (
+        Champion,
+        Registry,
+        ResolvedModel,
+        current_champion,
+        load_model,
+        load_resolved,
+        resolve_model,
+        run_dataset,
+        version_dataset,
+    )
+    from mnist_sweep.tracking._retention import delete_old_trial_runs
     from mnist_sweep.tracking._runs import (
         NullRun,
         RunHandle,
@@ -30,11 +42,21 @@ if TYPE_CHECKING:
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
+        "Champion": "_registry",
         "NullRun": "_runs",
+        "Registry": "_registry",
+        "ResolvedModel": "_registry",
+        "current_champion": "_registry",
+        "load_model": "_registry",
+        "load_resolved": "_registry",
+        "resolve_model": "_registry",
+        "run_dataset": "_registry",
+        "version_dataset": "_registry",
         "RunHandle": "_runs",
         "Tracker": "_runs",
         "check_tracking_uri": "_runs",
         "default_tracking_uri": "_runs",
+        "delete_old_trial_runs": "_retention",
         "existing_run": "_runs",
         "git_commit": "_runs",
         "lineage_tags": "_runs",

@@ -22,18 +22,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__
-from mnist_sweep.errors import ConfigError, TrackingError
+from mnist_sweep.contract import (
+    TAG_DATA_SHA256,
+    TAG_DEVICE,
+    TAG_GIT_COMMIT,
+    TAG_HOST,
+    TAG_MODEL_URI,
+    TAG_SEED,
+    TAG_VERSION,
+)
+from mnist_sweep.errors import ConfigError, TrackingError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
-TAG_PREFIX = "mnist_sweep."
 MODEL_ARTIFACT = "model"
 # Explicit requirements: inferring them costs ~5 s per logged model (see PITFALLS.md).
 MODEL_REQUIREMENTS = ("tensorflow", "keras", "numpy")
@@ -83,11 +92,11 @@ def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
     import tensorflow as tf
 
     tags = {
-        "mnist_sweep.version": __version__,
-        "mnist_sweep.data_sha256": data_sha256,
-        "mnist_sweep.seed": str(seed),
-        "mnist_sweep.device": device,
-        "mnist_sweep.host": platform.node(),
+        TAG_VERSION: __version__,
+        TAG_DATA_SHA256: data_sha256,
+        TAG_SEED: str(seed),
+        TAG_DEVICE: device,
+        TAG_HOST: platform.node(),
         "versions.tensorflow": tf.__version__,
         "versions.keras": keras.__version__,
         "versions.optuna": optuna.__version__,
@@ -96,7 +105,7 @@ def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
     }
     commit = git_commit()
     if commit:
-        tags["mnist_sweep.git_commit"] = commit
+        tags[TAG_GIT_COMMIT] = commit
     return tags
 
 
@@ -203,7 +212,7 @@ class RunHandle:
                 pip_requirements=list(_pinned_requirements()),
                 run_id=self.run_id,  # passed through to Model.log: no fluent active run needed
             )
-        self.set_tags({"mnist_sweep.model_uri": info.model_uri})
+        self.set_tags({TAG_MODEL_URI: info.model_uri})
         return str(info.model_uri)
 
     @property
@@ -274,9 +283,14 @@ class Tracker:
                     raise
                 return str(again.experiment_id)
         except MlflowException as exc:
-            raise TrackingError(f"tracking store {self.tracking_uri}: {_first_line(exc)}") from None
+            raise TrackingError(f"tracking store {self.tracking_uri}: {first_line(exc)}") from None
         except OSError as exc:
             raise TrackingError(f"tracking store {self.tracking_uri}: {exc}") from None
+
+    def find_runs(self, tags: Mapping[str, str], *, max_results: int = 1000) -> list[Run]:
+        """The runs of this experiment whose tags have all of ``tags``' values."""
+        wanted = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        return list(self.client.search_runs([self.experiment_id], filter_string=wanted, max_results=max_results))
 
     def check(self) -> None:
         """Fail fast (TrackingError) when the store cannot be reached."""
@@ -308,7 +322,7 @@ class Tracker:
             else:
                 self.client.update_run(run_id, status="RUNNING")
         except Exception as exc:
-            raise TrackingError(f"tracking store {self.tracking_uri}: cannot open run: {_first_line(exc)}") from None
+            raise TrackingError(f"tracking store {self.tracking_uri}: cannot open run: {first_line(exc)}") from None
         handle = RunHandle(self.client, run_id, self.experiment_id)
         try:
             yield handle
@@ -321,7 +335,7 @@ class Tracker:
         try:
             self.client.set_terminated(run_id, status=status)
         except Exception as exc:  # the run's outcome is already decided; do not hide the real error
-            log.warning("could not mark MLflow run %s %s: %s", run_id, status, _first_line(exc))
+            log.warning("could not mark MLflow run %s %s: %s", run_id, status, first_line(exc))
 
     def end_run(self, run_id: str, status: str) -> None:
         """End a run opened elsewhere (a crashed worker's trial run, for example)."""
@@ -380,7 +394,7 @@ def run_tags(run_id: str, *, tracking_uri: str | None = None) -> dict[str, str]:
     try:
         return dict(MlflowClient(tracking_uri=uri).get_run(run_id).data.tags)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: run {run_id}: {_first_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: run {run_id}: {first_line(exc)}") from None
 
 
 def logged_model(model_id: str, *, tracking_uri: str | None = None) -> tuple[str, str | None]:
@@ -391,7 +405,7 @@ def logged_model(model_id: str, *, tracking_uri: str | None = None) -> tuple[str
     try:
         found = MlflowClient(tracking_uri=uri).get_logged_model(model_id)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: logged model {model_id}: {_first_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: logged model {model_id}: {first_line(exc)}") from None
     return str(found.artifact_location), found.source_run_id
 
 
@@ -432,7 +446,7 @@ def existing_run(run_id: str, *, tracking_uri: str | None = None) -> RunHandle:
     try:
         run = client.get_run(run_id)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: run {run_id}: {_first_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: run {run_id}: {first_line(exc)}") from None
     return RunHandle(client, run_id, str(run.info.experiment_id))
 
 
@@ -453,9 +467,4 @@ def load_logged_model(model_uri: str, *, tracking_uri: str | None = None) -> Any
         with _keras_progress_bars_off():
             return mlflow.tensorflow.load_model(model_uri)
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri}: cannot load model {model_uri}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+        raise TrackingError(f"tracking store {uri}: cannot load model {model_uri}: {first_line(exc)}") from None

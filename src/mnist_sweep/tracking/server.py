@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from mnist_sweep.errors import ConfigError, TrackingError
-from mnist_sweep.stores import sqlalchemy_url
+from mnist_sweep.stores import redact_url, sqlalchemy_url
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ class ServerConfig:
         return f"http://{f'[{shown}]' if ':' in shown else shown}:{self.port}"
 
 
-def _redact(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 def check_backend_store_uri(uri: str | None) -> str:
     """The backend store URI as MLflow should get it; ConfigError for one it cannot use.
 
@@ -67,7 +63,7 @@ def check_backend_store_uri(uri: str | None) -> str:
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme not in _BACKEND_SCHEMES:
         raise ConfigError(
-            f"backend store {_redact(uri)!r}: use a database URL such as postgresql://user@host:5432/mlflow "
+            f"backend store {redact_url(uri)!r}: use a database URL such as postgresql://user@host:5432/mlflow "
             "(or sqlite:///mlflow.db on one machine); MLflow 3's file store is not supported"
         )
     if scheme == "sqlite":
@@ -176,7 +172,7 @@ def shown_command(config: ServerConfig) -> str:
     """:func:`command_line` for printing: the backend password replaced by ``***``."""
     import shlex
 
-    return shlex.join(_redact(part) if part == config.backend_store_uri else part for part in command_line(config))
+    return shlex.join(redact_url(part) if part == config.backend_store_uri else part for part in command_line(config))
 
 
 def check_backend_reachable(config: ServerConfig, *, timeout: int = 10) -> None:
@@ -195,7 +191,7 @@ def check_backend_reachable(config: ServerConfig, *, timeout: int = 10) -> None:
         hint = ""
         if "does not exist" in str(exc) and uri.startswith("postgresql"):
             hint = f"; create it first: createdb -h HOST -U USER {uri.rsplit('/', 1)[-1].split('?')[0]}"
-        raise TrackingError(f"backend store {_redact(uri)}: {describe(exc)}{hint}") from None
+        raise TrackingError(f"backend store {redact_url(uri)}: {describe(exc)}{hint}") from None
     finally:
         engine.dispose()
 
