@@ -96,8 +96,8 @@ def test_out_of_memory_fails_with_a_reason(tiny_mnist: Dataset, monkeypatch: pyt
 
     real_build = training.build_model
 
-    def build_then_run_out_of_memory(params: Any) -> keras.Model:
-        model = real_build(params)
+    def build_then_run_out_of_memory(params: Any, **kwargs: Any) -> keras.Model:
+        model = real_build(params, **kwargs)
 
         def fit(*args: Any, **kwargs: Any) -> None:
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[65536,784]")
@@ -144,7 +144,8 @@ def test_extra_callbacks_and_the_epoch_hook_are_called(tiny_mnist: Dataset) -> N
     counter = Counter()
     hook_calls: list[tuple[int, dict[str, float]]] = []
     result = train(
-        {**SMALL, "epochs": 2, "batch_size": 100},
+        # Batch hooks run once per compiled step: one batch per step here, to count every batch.
+        {**SMALL, "epochs": 2, "batch_size": 100, "steps_per_execution": 1},
         tiny_mnist,
         callbacks=[counter],
         on_epoch=lambda epoch, record: hook_calls.append((epoch, dict(record))),
@@ -218,3 +219,65 @@ def test_dense_512_on_full_mnist_reaches_the_tutorial_accuracy(data_dir: Any) ->
     assert result.test_accuracy is not None and result.test_accuracy >= 0.975
     assert result.final("accuracy") >= 0.985  # type: ignore[operator]
     assert np.isfinite(result.test_loss)  # type: ignore[arg-type]
+
+
+LEVER_CASES = [
+    # (params, gpu, steps_per_execution, jit_compile)
+    ({"architecture": "dense"}, False, 32, False),
+    ({"architecture": "conv"}, False, 1, False),
+    ({"architecture": "dense"}, True, 32, True),
+    ({"architecture": "conv"}, True, 32, True),
+    ({"architecture": "conv", "steps_per_execution": 4, "jit_compile": True}, False, 4, True),
+    ({"architecture": "dense", "jit_compile": False}, True, 32, False),
+]
+
+
+@pytest.mark.parametrize(("given", "gpu", "steps", "jit"), LEVER_CASES)
+def test_auto_levers_follow_the_measured_rule_and_explicit_ones_win(
+    given: dict[str, object], gpu: bool, steps: int, jit: bool
+) -> None:
+    from mnist_sweep.model import Params, choose_levers
+
+    levers = choose_levers(Params.resolve(given).values, gpu=gpu)
+    assert (levers.steps_per_execution, levers.jit_compile) == (steps, jit)
+
+
+def test_levers_are_params_with_auto_defaults() -> None:
+    from mnist_sweep.errors import ParamError
+    from mnist_sweep.model import Params
+
+    values = Params.resolve({}).values
+    assert values["steps_per_execution"] == "auto" and values["jit_compile"] == "auto"
+    assert values["precision"] == "float32"
+    assert Params.resolve({"steps_per_execution": 8, "jit_compile": True}).values["steps_per_execution"] == 8
+    assert "steps_per_execution" not in Params.resolve({}).logged()
+    for bad in ({"steps_per_execution": 0}, {"jit_compile": "yes"}, {"precision": "half"}):
+        with pytest.raises(ParamError, match=next(iter(bad))):
+            Params.resolve(bad)
+
+
+def test_steps_per_execution_keeps_nan_detection_and_epoch_metrics(tiny_mnist) -> None:  # type: ignore[no-untyped-def]
+    from mnist_sweep.model import train
+
+    diverging = {**DIVERGING, "epochs": 3, "batch_size": 32, "steps_per_execution": 4}
+    result = train(diverging, tiny_mnist)
+    assert not result.ok and "training diverged" in (result.failure or "")
+    result = train({"epochs": 2, "batch_size": 32, "width": 16, "steps_per_execution": 4}, tiny_mnist)
+    assert result.ok and len(result.history) == 2 and result.levers is not None
+    assert result.levers.steps_per_execution == 4
+    assert all(h["seconds"] > 0 for h in result.history)
+
+
+def test_mixed_precision_trains_and_keeps_float32_outputs(tiny_mnist) -> None:  # type: ignore[no-untyped-def]
+    import keras
+
+    from mnist_sweep.model import train
+
+    try:
+        result = train({"epochs": 1, "batch_size": 32, "width": 16, "precision": "mixed"}, tiny_mnist)
+        assert result.ok and result.model is not None
+        assert result.model.get_layer("output").dtype_policy.compute_dtype == "float32"
+        assert result.model.get_layer("dense_1").dtype_policy.compute_dtype == "float16"
+        assert result.test_probabilities is not None and result.test_probabilities.dtype.name == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

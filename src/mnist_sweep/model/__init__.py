@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         resolve_params,
     )
     from mnist_sweep.model._presets import PRESETS, get_preset
-    from mnist_sweep.model._training import TrainResult, train
+    from mnist_sweep.model._training import Levers, TrainResult, choose_levers, train
 
 __getattr__, __all__ = lazy_exports(
     __name__,
@@ -39,6 +39,8 @@ __getattr__, __all__ = lazy_exports(
         "PRESETS": "_presets",
         "PruningCallback": "_callbacks",
         "TrainResult": "_training",
+        "Levers": "_training",
+        "choose_levers": "_training",
         "TrialTimeout": "_callbacks",
         "allowed_names": "_params",
         "check_name": "_data",

@@ -7,23 +7,30 @@ of a study can be rebuilt from its ``params`` alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from mnist_sweep.model._params import Params, resolved
 
+if TYPE_CHECKING:
+    from mnist_sweep.model._training import Levers
+
 INPUT_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
 
-def build_model(params: Mapping[str, Any] | Params) -> keras.Model:
+def build_model(params: Mapping[str, Any] | Params, *, levers: Levers | None = None) -> keras.Model:
     """Build and compile the model that ``params`` describe (see :mod:`mnist_sweep.params`).
 
     Inputs are ``(batch, 28, 28)`` float32 images in [0, 1]; outputs are ten softmax
-    probabilities, or ten logits when ``output: logits``.
+    probabilities, or ten logits when ``output: logits``. ``levers`` (see
+    :func:`~mnist_sweep.model.choose_levers`) compile it for speed; without them it is compiled
+    plainly, as for inference.
     """
     p = resolved(params)
+    mixed = p.get("precision") == "mixed"
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
     x = inputs
     if p["architecture"] == "conv":
@@ -40,9 +47,13 @@ def build_model(params: Mapping[str, Any] | Params) -> keras.Model:
         if p["dropout"] > 0:
             x = keras.layers.Dropout(p["dropout"], name=f"dropout_{i}")(x)
     logits = p["output"] == "logits"
-    outputs = keras.layers.Dense(NUM_CLASSES, activation=None if logits else "softmax", name="output")(x)
+    # Mixed precision computes in float16 but keeps the outputs (softmax, loss) in float32.
+    outputs = keras.layers.Dense(
+        NUM_CLASSES, activation=None if logits else "softmax", name="output", **({"dtype": "float32"} if mixed else {})
+    )(x)
     model = keras.Model(inputs, outputs, name=f"{p['architecture']}_{len(p['widths'])}")
-    model.compile(optimizer=_optimizer(p), loss=_loss(p), metrics=[_accuracy(p)])
+    speed = levers.as_params() if levers is not None else {}
+    model.compile(optimizer=_optimizer(p), loss=_loss(p), metrics=[_accuracy(p)], **speed)
     return model
 
 

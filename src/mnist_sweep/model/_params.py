@@ -24,6 +24,9 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu")
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "mse")
 OUTPUTS = ("softmax", "logits")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+PRECISIONS = ("float32", "mixed")
+LEVERS = ("steps_per_execution", "jit_compile")
+"""Speed levers: they change how fast a model trains, not what it learns; logged as chosen."""
 
 MAX_DEPTH = 64
 PER_LAYER_WIDTH = re.compile(r"^width_([1-9]\d*)$")
@@ -35,13 +38,14 @@ class ParamSpec:
     """One parameter: its kind, bounds or choices, default and what it means."""
 
     name: str
-    kind: str  # "int" | "float" | "choice"
+    kind: str  # "int" | "float" | "choice" | "bool"
     default: Any
     help: str
     choices: tuple[str, ...] = ()
     low: float | None = None
     high: float | None = None
     high_inclusive: bool = True
+    auto: bool = False  # also takes "auto": chosen per device and model at training time
 
 
 PARAMS: dict[str, ParamSpec] = {
@@ -62,6 +66,19 @@ PARAMS: dict[str, ParamSpec] = {
         ParamSpec("momentum", "float", 0.9, "SGD momentum (sgd only)", low=0.0, high=1.0, high_inclusive=False),
         ParamSpec("epochs", "int", 5, "training epochs", low=1, high=10000),
         ParamSpec("batch_size", "int", 128, "mini-batch size", low=1, high=65536),
+        ParamSpec(
+            "steps_per_execution",
+            "int",
+            "auto",
+            "batches per compiled training step (auto: per device and model)",
+            low=1,
+            high=1024,
+            auto=True,
+        ),
+        ParamSpec(
+            "jit_compile", "bool", "auto", "XLA-compile the training step (auto: per device and model)", auto=True
+        ),
+        ParamSpec("precision", "choice", "float32", "float32, or mixed (float16 compute, float32 outputs)", PRECISIONS),
     )
 }
 
@@ -86,6 +103,12 @@ def check_value(name: str, value: Any) -> Any:
     if not is_param_name(name):
         raise ParamError(f"unknown parameter {name!r} (= {value!r}); allowed: {allowed_names()}")
     spec = PARAMS["width"] if PER_LAYER_WIDTH.match(name) else PARAMS[name]
+    if spec.auto and value == "auto":
+        return value
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise ParamError(f"parameter {name!r} = {value!r} must be true, false or auto")
+        return value
     if spec.kind == "choice":
         if not isinstance(value, str) or value not in spec.choices:
             raise ParamError(f"parameter {name!r} = {value!r} is not allowed; choose one of {', '.join(spec.choices)}")
@@ -117,7 +140,7 @@ def _range(spec: ParamSpec, name: str) -> str:
     if spec.name == "learning_rate":
         return f"0 < {name} <= {spec.high:g}"
     upper = "<=" if spec.high_inclusive else "<"
-    return f"{spec.low:g} <= {name} {upper} {spec.high:g}"
+    return f"{spec.low:g} <= {name} {upper} {spec.high:g}" + (", or auto" if spec.auto else "")
 
 
 def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,9 +275,10 @@ class Params:
     def logged(self) -> dict[str, Any]:
         """Every param that shaped the model, defaults included, for a run's params.
 
-        Conv-only params appear only for conv models; per-layer widths as the ``widths`` list.
+        Conv-only params appear only for conv models; per-layer widths as the ``widths`` list;
+        the speed levers (:data:`LEVERS`) are logged as training chose them, not here.
         """
-        out = dict(self.values)
+        out = {k: v for k, v in self.values.items() if k not in LEVERS}
         if out["architecture"] != "conv":
             for name in CONV_ONLY:
                 out.pop(name, None)

@@ -49,3 +49,11 @@ def device_description() -> str:
             names.append(str(details.get("device_name", gpu.name)))
         return "GPU: " + ", ".join(names)
     return f"CPU ({os.cpu_count()} cores)"
+
+
+def has_gpu() -> bool:
+    """Whether TensorFlow trains on a GPU in this process."""
+    configure()
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))

@@ -235,6 +235,8 @@ class TrialLifecycle:
         except Exception as exc:
             raise self._failed(trial, run, f"{type(exc).__name__}: {first_line(exc)}") from exc
         self._set_attr(trial, ATTR_HISTORY, result.history)
+        if result.levers is not None:  # the speed levers as training chose them ("auto" resolved)
+            run.log_params(result.levers.as_params())
         if timeout.expired:
             reason = f"trial timeout: stopped after {timeout.seconds:g} s ({result.epochs_trained} epochs)"
             raise self._failed(trial, run, reason)
