@@ -209,8 +209,9 @@ def answer_in_words(study: optuna.Study) -> str:
 
     For each searched categorical param: which value won (best and mean objective per value) and
     by how much, whether the winner held at every value of the other categorical params, and
-    which settings stayed at chance (validation accuracy <= :data:`CHANCE_ACCURACY`). For each
-    numeric param: the range the best trials used. Then the pruned and failed trials.
+    which settings, alone or in pairs, stayed at chance (validation accuracy <=
+    :data:`CHANCE_ACCURACY`). For each numeric param: the range the best trials used. Then the
+    pruned and failed trials.
     """
     return " ".join(_findings(_read_study(study)))
 
