@@ -129,6 +129,31 @@ def test_limit_keeps_at_least_ten_validation_images_and_rejects_tiny_limits(data
         load_dataset("mnist", data_dir=data_dir, limit=9)
 
 
+def test_train_limit_cuts_only_the_training_split(data_dir: Path) -> None:
+    ds = load_dataset("mnist", data_dir=data_dir, train_limit=300)
+    assert ds.train_limit == 300 and ds.limit is None
+    assert np.bincount(ds.y_train, minlength=10).tolist() == [30] * 10
+    assert len(ds.x_val) == 10_000 and len(ds.x_test) == 10_000
+    assert ds.describe().startswith("mnist: 300 train / 10000 validation / 10000 test images")
+    full = load_dataset("mnist", data_dir=data_dir)
+    np.testing.assert_array_equal(ds.x_test, full.x_test)
+    np.testing.assert_array_equal(ds.y_val, full.y_val)
+    # the same class-balanced training images as ``limit`` picks
+    np.testing.assert_array_equal(ds.x_train, load_dataset("mnist", data_dir=data_dir, limit=300).x_train)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"train_limit": 9}, "train_limit 9 is too small"),
+        ({"limit": 300, "train_limit": 300}, "limit 300 and train_limit 300 both given"),
+    ],
+)
+def test_train_limit_is_checked(data_dir: Path, kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_dataset("mnist", data_dir=data_dir, **kwargs)
+
+
 def test_balanced_indices_are_sorted_and_capped() -> None:
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     assert data.balanced_indices(labels, 3).tolist() == [0, 3, 5]

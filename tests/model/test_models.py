@@ -21,9 +21,10 @@ PARAM_COUNTS = {
     "cnn": 121_930,  # conv 320 + conv 18,496 + dense 1600*64+64 + 64*10+10
     "fashion-128": 101_770,  # 784*128+128 + 128*10+10
     "lecture-2layer": 648_010,  # 784*500+500 + 500*500+500 + 500*10+10
-    "lecture-10-sigmoid-mse": 2_652_010,  # ... + 8 more 500x500 layers
-    "lecture-10-sigmoid-ce": 2_652_010,
-    "lecture-10-relu-ce": 2_652_010,
+    "lecture-2layer-ce": 648_010,
+    "lecture-10-sigmoid-mse": 3_153_010,  # ... + the 10 more 500x500 layers the lecture adds
+    "lecture-10-sigmoid-ce": 3_153_010,
+    "lecture-10-relu-ce": 3_153_010,
 }
 
 

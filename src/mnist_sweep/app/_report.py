@@ -185,8 +185,9 @@ def answer_in_words(study: optuna.Study) -> str:
 
     For each searched categorical param: which value won (best and mean objective per value) and
     by how much, whether the winner held at every value of the other categorical params, and
-    which settings stayed at chance (validation accuracy <= :data:`CHANCE_ACCURACY`). For each
-    numeric param: the range the best trials used. Then the pruned and failed trials.
+    which settings, alone or in pairs, stayed at chance (validation accuracy <=
+    :data:`CHANCE_ACCURACY`). For each numeric param: the range the best trials used. Then the
+    pruned and failed trials.
     """
     return " ".join(_findings(read_study(study)))
 
@@ -272,10 +273,21 @@ def _chance_sentences(s: _Study, varied: Sequence[str]) -> list[str]:
         return []
     stuck_numbers = {t.number for t in stuck}
     sentences = []
+    covered = set()
     for param in varied:
         for value, trials in _group(finished, param).items():
             if len(trials) >= 2 and all(t.number in stuck_numbers for t in trials):
                 sentences.append(f"Every trial with {param}={_show(value)} stayed at chance.")
+                covered.add((param, _key(value)))
+    for i, param in enumerate(varied):
+        for other in varied[i + 1 :]:
+            for value, trials in _group(finished, param).items():
+                for other_value, pair in _group(trials, other).items():
+                    if {(param, _key(value)), (other, _key(other_value))} & covered:
+                        continue
+                    if len(pair) >= 2 and all(t.number in stuck_numbers for t in pair):
+                        both = f"{param}={_show(value)} and {other}={_show(other_value)}"
+                        sentences.append(f"Every trial with {both} stayed at chance.")
     settings: dict[str, list[_Trial]] = {}
     for t in stuck:
         chosen = {k: t.searched[k] for k in s.categorical if k in t.searched}

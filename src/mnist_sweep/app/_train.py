@@ -19,11 +19,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One model to train: its params, dataset, data limit and seed."""
+    """One model to train: its params, dataset, data limits and seed.
+
+    ``limit`` cuts every split (quick runs); ``train_limit`` only the training split, so the
+    model is still measured on the full test set (the lecture presets).
+    """
 
     params: Mapping[str, Any]
     dataset: str = "mnist"
     limit: int | None = None
+    train_limit: int | None = None
     seed: int = 0
     preset: str | None = None
 
@@ -39,17 +44,20 @@ class TrainJob:
         limit: int | None,
         seed: int,
     ) -> TrainJob:
-        """Preset, then ``--param`` assignments, then ``--epochs`` / ``--batch-size``; validated."""
+        """Preset, then ``--param`` assignments, then ``--epochs`` / ``--batch-size``; validated.
+
+        An explicit ``--limit`` replaces the preset's training-set cut with a cut of every split.
+        """
         from mnist_sweep.model import check_name
 
         params: dict[str, Any] = {}
         chosen_dataset = "mnist"
-        chosen_limit = None
+        chosen_train_limit = None
         if preset is not None:
             p = get_preset(preset)
             params.update(p.params)
             chosen_dataset = p.dataset
-            chosen_limit = p.limit
+            chosen_train_limit = p.train_limit
         for item in assignments:
             key, value = parse_assignment(item)
             params[key] = value
@@ -64,7 +72,8 @@ class TrainJob:
         return cls(
             params=params,
             dataset=check_name(dataset) if dataset else chosen_dataset,
-            limit=limit if limit is not None else chosen_limit,
+            limit=limit,
+            train_limit=None if limit is not None else chosen_train_limit,
             seed=seed,
             preset=preset,
         )
@@ -81,7 +90,7 @@ def run_train(job: TrainJob, *, data_dir: str | None, out: Path, quiet: bool = F
     from mnist_sweep.display import plots
     from mnist_sweep.model import load_dataset, probabilities, runtime, train
 
-    dataset = load_dataset(job.dataset, data_dir=data_dir, limit=job.limit)
+    dataset = load_dataset(job.dataset, data_dir=data_dir, limit=job.limit, train_limit=job.train_limit)
     epochs = resolve_params(job.params)["epochs"]
     if not quiet:
         click.echo(f"{model_summary(job.params)} on {dataset.describe()}; {runtime.device_description()}", err=True)
@@ -126,7 +135,7 @@ def presets_table() -> str:
     rows = [("preset", "dataset", "model", "params", "reference result")]
     for p in PRESETS.values():
         model = model_summary(p.params)
-        extra = f" (on {p.limit:,} training images)" if p.limit else ""
+        extra = f" (on {p.train_limit:,} training images)" if p.train_limit else ""
         rows.append((p.name, p.dataset, model + extra, f"{p.param_count:,}", p.reference))
     return text_table(rows)
 

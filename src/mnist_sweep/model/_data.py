@@ -87,6 +87,7 @@ class Dataset:
     source: str
     sha256: str
     limit: int | None = None
+    train_limit: int | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -285,28 +286,36 @@ def load_dataset(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    train_limit: int | None = None,
     val_size: int = DEFAULT_VAL_SIZE,
 ) -> Dataset:
     """Train / validation / test splits of ``name``.
 
     ``limit`` keeps ``limit`` training images and ``limit // 5`` (at least 10) validation and
-    test images, each with classes balanced: for quick runs and tests.
+    test images, each with classes balanced: for quick runs and tests. ``train_limit`` cuts only
+    the training split (class-balanced) and keeps every validation and test image: a small
+    training set measured on the full test set, as the lecture presets need. Give one or neither.
     """
     raw = load_raw(name, data_dir)
-    if limit is not None and limit < 10:
-        raise DataError(f"limit {limit} is too small: at least 10 images (one per class)")
+    if limit is not None and train_limit is not None:
+        raise DataError(f"limit {limit} and train_limit {train_limit} both given: choose one")
+    for label, value in (("limit", limit), ("train_limit", train_limit)):
+        if value is not None and value < 10:
+            raise DataError(f"{label} {value} is too small: at least 10 images (one per class)")
     n_train = len(raw.train_images)
     if not 0 < val_size < n_train:
         raise DataError(f"validation size {val_size} must be between 1 and {n_train - 1}")
     train_x, train_y = raw.train_images[: n_train - val_size], raw.train_labels[: n_train - val_size]
     val_x, val_y = raw.train_images[n_train - val_size :], raw.train_labels[n_train - val_size :]
     test_x, test_y = raw.test_images, raw.test_labels
+    cut = limit if limit is not None else train_limit
+    if cut is not None:
+        i_train = balanced_indices(train_y, cut)
+        train_x, train_y = train_x[i_train], train_y[i_train]
     if limit is not None:
         small = max(limit // 5, 10)
-        i_train = balanced_indices(train_y, limit)
         i_val = balanced_indices(val_y, small)
         i_test = balanced_indices(test_y, small)
-        train_x, train_y = train_x[i_train], train_y[i_train]
         val_x, val_y = val_x[i_val], val_y[i_val]
         test_x, test_y = test_x[i_test], test_y[i_test]
     return Dataset(
@@ -320,6 +329,7 @@ def load_dataset(
         source=raw.source,
         sha256=raw.sha256,
         limit=limit,
+        train_limit=train_limit,
     )
 
 
