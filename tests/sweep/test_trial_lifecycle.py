@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fakes import fake_trainer
 from mnist_sweep.config import load_space
 from mnist_sweep.sweep import SweepOptions, run_sweep
@@ -48,6 +50,7 @@ def test_trial_params_in_mlflow_are_the_complete_resolved_set(tmp_path: Path) ->
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.trials[0].run_id or "")
     logged = run.data.params
     dense_params = set(PARAMS) - {"conv_blocks", "filters", "kernel_size"}
+    assert {"steps_per_execution": "8", "jit_compile": "False"}.items() <= logged.items(), "levers as chosen"
     assert dense_params | {"widths", "dataset", "limit"} <= set(logged)
     for defaulted in ("loss", "output", "dropout", "momentum", "learning_rate", "depth"):
         assert logged[defaulted] == str(PARAMS[defaulted].default), defaulted
@@ -70,3 +73,17 @@ def test_conv_models_log_their_conv_params(tmp_path: Path) -> None:
     logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.trials[0].run_id or "").data.params
     assert {"conv_blocks": "2", "kernel_size": "3"}.items() <= logged.items()
     assert 4 <= int(logged["filters"]) <= 8
+
+
+def test_train_limit_cuts_only_the_training_split(tmp_path: Path) -> None:
+    from mnist_sweep.errors import ConfigError
+
+    path = write_space(tmp_path, n_trials=1)
+    path.write_text(path.read_text().replace("limit: 300", "train_limit: 100"))
+    calls: list[dict[str, Any]] = []
+    run_sweep(load_space(path), options(tmp_path, log_models=False), trainer=fake_trainer(calls))
+    assert (calls[0]["n_train"], calls[0]["n_test"]) == (100, 10000)
+    assert load_space(path).with_overrides(limit=300).train_limit is None, "--limit cuts every split"
+    path.write_text(path.read_text().replace("train_limit: 100", "train_limit: 100\nlimit: 300"))
+    with pytest.raises(ConfigError, match="train_limit: give limit"):
+        load_space(path)

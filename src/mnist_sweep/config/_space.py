@@ -16,7 +16,8 @@ The format (unknown keys are errors at every level; ``*`` marks required keys)::
     question: "..."             # shown in reports
     dataset*: mnist             # mnist | fashion_mnist (fashion-mnist accepted)
     seed: 0                     # seeds training, and the sampler unless sampler.seed is given
-    limit: null                 # int >= 10: a class-balanced training subset
+    limit: null                 # int >= 10: a class-balanced training subset (validation, test: limit // 5)
+    train_limit: null           # or: cut only the training split; validation and test stay whole
     objective: {metric: val_accuracy, direction: maximize}  # or val_loss (minimize)
     sampler: {name: tpe, seed: 0, options: {...}}   # tpe random grid cmaes gp qmc; seed: null = unseeded
     pruner: {name: median, options: {...}}          # none median percentile successive_halving hyperband
@@ -75,6 +76,7 @@ TOP_KEYS = (
     "dataset",
     "seed",
     "limit",
+    "train_limit",
     "objective",
     "sampler",
     "pruner",
@@ -140,6 +142,8 @@ class SearchSpace:
     budget: Budget
     fixed: Mapping[str, Any]
     params: tuple[ParamDef, ...]
+    train_limit: int | None = None
+    """Cuts only the training split (class-balanced); validation and test stay whole."""
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Sample this trial's parameters: the sampled ones only, in file order.
@@ -210,6 +214,7 @@ class SearchSpace:
             changes["sampler"] = replace(self.sampler, seed=new_seed)
         if limit is not None:
             changes["limit"] = check.limit(limit, "--limit")
+            changes["train_limit"] = None  # an explicit --limit cuts every split
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,6 +225,7 @@ class SearchSpace:
             "dataset": self.dataset,
             "seed": self.seed,
             "limit": self.limit,
+            "train_limit": self.train_limit,
             "objective": {"metric": self.objective.metric, "direction": self.objective.direction},
             "sampler": {"name": self.sampler.name, "seed": self.sampler.seed, "options": dict(self.sampler.options)},
             "pruner": {"name": self.pruner.name, "options": dict(self.pruner.options)},
@@ -495,6 +501,9 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
         dataset = self.dataset(data["dataset"], "dataset")
         seed = 0 if data.get("seed") is None else self.seed(data["seed"], "seed")
         limit = None if data.get("limit") is None else self.limit(data["limit"], "limit")
+        train_limit = None if data.get("train_limit") is None else self.limit(data["train_limit"], "train_limit")
+        if limit is not None and train_limit is not None:
+            self.fail("train_limit", "give limit (cuts every split) or train_limit (cuts training only), not both")
         objective = self.objective(data.get("objective"), "objective")
         fixed = self.fixed(data.get("fixed"), "fixed")
         params = self.params(data["space"], "space", fixed)
@@ -516,6 +525,7 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
             budget=budget,
             fixed=types.MappingProxyType(fixed),
             params=params,
+            train_limit=train_limit,
         )
 
     def limit(self, value: Any, path: str) -> int:

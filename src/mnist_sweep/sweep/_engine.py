@@ -323,7 +323,7 @@ def run_sweep(
     check_tracking_uri(options.tracking_uri or default_tracking_uri())
     # The data before the study: missing or corrupt files must not leave an empty study behind
     # (reading the IDX files needs numpy only, not TensorFlow).
-    dataset = load_dataset(space.dataset, data_dir=options.data_dir, limit=space.limit)
+    dataset = load_dataset(space.dataset, data_dir=options.data_dir, limit=space.limit, train_limit=space.train_limit)
     recovery = TrialRecovery()
     mutex = StudyMutex(storage, space.study_name, kind=kind)
     try:
