@@ -185,7 +185,15 @@ def validate(files: tuple[str, ...]) -> None:
 @click.option("--limit", type=int, default=None, help="Train on N class-balanced images (quick runs).")
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every trial.")
 @click.option("--seed", type=int, default=None, help="Override the seed.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes on this machine.")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes on this machine (default: 1, or one per GPU slot)."
+)
+@click.option(
+    "--workers-per-gpu",
+    type=int,
+    default=None,
+    help="Workers sharing each GPU; alone it means that many per GPU, with --workers they are spread evenly.",
+)
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (for timing; not recommended).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final table.")
 @click.option("--top", type=int, default=5, show_default=True, help="Trials shown in the final table.")
@@ -201,7 +209,8 @@ def run(
     limit: int | None,
     epochs: int | None,
     seed: int | None,
-    workers: int,
+    workers: int | None,
+    workers_per_gpu: int | None,
     no_tracking: bool,
     quiet: bool,
     top: int,
@@ -222,12 +231,12 @@ def run(
         tracking=not no_tracking,
         quiet=quiet,
     )
-    if workers != 1:
+    if workers is None and workers_per_gpu is None:
+        result = run_sweep(space, options)
+    else:
         from mnist_sweep.sweep import run_parallel
 
-        result = run_parallel(space, options, workers=workers)
-    else:
-        result = run_sweep(space, options)
+        result = run_parallel(space, options, workers=workers, workers_per_gpu=workers_per_gpu)
     click.echo(app.sweep_table(result, top=top))
 
 

@@ -30,6 +30,8 @@ ATTR_HISTORY: Final = "history"
 ATTR_RESAMPLED: Final = "resampled_duplicate_of"
 """Set on a trial closed FAIL at once because the sampler proposed a visited point (the number
 of the trial it repeated); it is asked again, and such trials count neither as trials nor failures."""
+ATTR_DEVICE: Final = "device"
+"""Where the trial trains: ``CPU (2 cores)``, ``GPU 1: NVIDIA H200``."""
 ATTR_WORKER: Final = "worker"
 """``host:pid`` of the process that runs the trial (liveness of local workers)."""
 ATTR_TEST_ACCURACY: Final = "test_accuracy"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
     ATTR_DATASET,
+    ATTR_DEVICE,
     ATTR_DUPLICATE_OF,
     ATTR_HISTORY,
     ATTR_MODEL_URI,
@@ -73,6 +74,7 @@ class RunningTrial:
     epochs: int
     last_value: float | None
     run_id: str | None
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ def study_status(name: str, storage: str, *, now: datetime | None = None) -> Stu
             epochs=len(t.intermediate_values),
             last_value=t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None,
             run_id=t.user_attrs.get(ATTR_RUN_ID),
+            device=t.user_attrs.get(ATTR_DEVICE),
         )
         for t in trials
         if t.state == TrialState.RUNNING
@@ -304,7 +307,8 @@ def format_status(status: StudyStatus) -> str:
         for t in status.running:
             seconds = f"for {duration(t.seconds)}" if t.seconds is not None else "(start time unknown)"
             last = f", last {status.metric} {_num(t.last_value)}" if t.last_value is not None else ""
-            lines.append(f"  trial {t.number}: {seconds}, {t.epochs} epochs reported{last}")
+            where = f", on {t.device}" if t.device else ""
+            lines.append(f"  trial {t.number}: {seconds}, {t.epochs} epochs reported{last}{where}")
     else:
         lines.append("running now: none")
     return "\n".join(lines)

@@ -21,7 +21,14 @@ import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from mnist_sweep.contract import ATTR_ENQUEUED, ATTR_FAIL_REASON, ATTR_PARAMS_KEY, ATTR_RESAMPLED, ATTR_WORKER
+from mnist_sweep.contract import (
+    ATTR_DEVICE,
+    ATTR_ENQUEUED,
+    ATTR_FAIL_REASON,
+    ATTR_PARAMS_KEY,
+    ATTR_RESAMPLED,
+    ATTR_WORKER,
+)
 from mnist_sweep.display import Progress
 from mnist_sweep.errors import StudyFailing
 from mnist_sweep.stores import (
@@ -165,6 +172,7 @@ class _Sweep:
                     if self.watchdog is not None:
                         self.watchdog.trial_id = trial_id
                 trial.set_user_attr(ATTR_WORKER, self.worker)
+                trial.set_user_attr(ATTR_DEVICE, self.device)
                 sampled = self.space.suggest(trial)
                 # A bad combination is a config error: fatal, not a failed trial.
                 params = Params.resolve({**self.space.fixed, **sampled}, sampled=sampled)

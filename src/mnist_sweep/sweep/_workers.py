@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mnist_sweep.contract import TAG_HOST, TAG_VERSION, TAG_WORKERS
 from mnist_sweep.errors import ConfigError, DataError, MnistSweepError, StorageError, TrackingError
+from mnist_sweep.sweep._gpus import plan_workers, visible_gpus
 
 if TYPE_CHECKING:
     import optuna
@@ -135,35 +136,44 @@ class _Child:
         return f"{how}" + (f" (last output: {last[:300]})" if last else "")
 
 
-def run_parallel(space: SearchSpace, options: SweepOptions, *, workers: int) -> SweepResult:
-    """Run ``space``'s study with ``workers`` worker processes on this machine; sum them up.
+def run_parallel(
+    space: SearchSpace,
+    options: SweepOptions,
+    *,
+    workers: int | None = None,
+    workers_per_gpu: int | None = None,
+    gpus: Sequence[str] | None = None,
+) -> SweepResult:
+    """Run ``space``'s study with worker processes on this machine, one GPU each; sum them up.
 
-    The storage must be shareable (a journal file or PostgreSQL; SQLite is refused). Raises
-    the workers' error when none of them finished the study.
+    How many, and which GPU each trains on: :func:`~mnist_sweep.sweep._gpus.plan_workers`
+    (``gpus`` defaults to the GPUs this machine shows). The storage must be shareable (a
+    journal file or PostgreSQL; SQLite is refused) for more than one. Raises the workers'
+    error when none of them finished the study.
     """
     from mnist_sweep.stores import default_storage
     from mnist_sweep.sweep._engine import run_sweep
     from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
-    if workers < 1:
-        raise ConfigError(f"--workers {workers}: must be at least 1")
+    plan = plan_workers(workers=workers, per_gpu=workers_per_gpu, gpus=visible_gpus() if gpus is None else gpus)
     storage = options.storage or default_storage(options.tracking_uri)
-    if workers == 1:
+    if len(plan) == 1:
         return run_sweep(space, replace(options, storage=storage))
-    check_shared_storage(storage, what=f"--workers {workers}")
+    check_shared_storage(storage, what=f"--workers {len(plan)}")
     tracking_uri = check_tracking_uri(options.tracking_uri or default_tracking_uri())
     options = replace(options, storage=storage, tracking_uri=tracking_uri)
-    return _Supervisor(space, options, workers).run()
+    return _Supervisor(space, options, plan).run()
 
 
 class _Supervisor:
-    def __init__(self, space: SearchSpace, options: SweepOptions, workers: int) -> None:
+    def __init__(self, space: SearchSpace, options: SweepOptions, plan: Sequence[str | None]) -> None:
         from mnist_sweep.stores import StudyMutex, storage_kind
         from mnist_sweep.sweep._engine import TrialRecovery
 
         self.space = space
         self.options = options
-        self.workers = workers
+        self.plan = list(plan)
+        self.workers = len(self.plan)
         self.storage = options.storage or ""
         self.mutex = StudyMutex(self.storage, space.study_name, kind=storage_kind(self.storage))
         self.recovery = TrialRecovery()
@@ -206,6 +216,11 @@ class _Supervisor:
         progress.message(
             f"study {space.study_name!r} ({redact_url(self.storage)}): {self.workers} workers on this machine, "
             f"{threads} TensorFlow thread(s) each"
+            + (
+                f", pinned to GPU(s) {', '.join(str(g) for g in self.plan)}"
+                if any(g is not None for g in self.plan)
+                else ""
+            )
         )
         calls = Calls(storage_url=self.storage, tracking_uri=tracker.tracking_uri)
         calls.tracking(lambda: end_dead_parents(tracker, space.study_name))
@@ -247,7 +262,8 @@ class _Supervisor:
         for name, value in MLFLOW_CLIENT_ENV.items():
             env.setdefault(name, value)
         worker_options = replace(self.options, worker=True, parent_run_id=parent_run_id)
-        for index in range(1, self.workers + 1):
+        for index, gpu in enumerate(self.plan, start=1):
+            child_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
             payload = tmp / f"worker-{index}.json"
             result_path = tmp / f"worker-{index}.result.json"
             payload.write_text(
@@ -268,7 +284,7 @@ class _Supervisor:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 text=True,
-                env=env,
+                env=child_env,
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
             )
             child = _Child(index, process, result_path)
