@@ -42,15 +42,14 @@ def device_description() -> str:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    pinned = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
     if gpus:
         names = []
         for gpu in gpus:
             details = tf.config.experimental.get_device_details(gpu)
             names.append(str(details.get("device_name", gpu.name)))
-        pinned = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
         return (f"GPU {pinned}: " if pinned else "GPU: ") + ", ".join(names)
-    pinned = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if pinned and pinned.strip() != "-1":  # pinned to a GPU that TensorFlow cannot use: say so
+    if pinned and pinned != "-1":  # pinned to a GPU that TensorFlow cannot use: say so
         return f"CPU ({os.cpu_count()} cores; no GPU usable at CUDA_VISIBLE_DEVICES={pinned})"
     return f"CPU ({os.cpu_count()} cores)"
 
