@@ -61,7 +61,7 @@ test-browser: dev browser-deps
 	$(BIN)/pytest -m browser
 
 bench: install
-	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/train_speed.py
 
 clean:
 	rm -rf $(VENV) mlruns mlflow.db optuna.db *.egg-info .pytest_cache .mypy_cache .ruff_cache

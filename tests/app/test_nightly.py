@@ -553,3 +553,24 @@ def test_best_over_time_chart_leaves_gaps_and_checks_lengths(tmp_path: Path) -> 
         plots.best_over_time(["a", "b", "c"], {"x": [1.0, 2.0]}, ylabel="y")
     empty = plots.best_over_time([], {}, ylabel="y")
     assert not empty.axes[0].lines
+
+
+def test_rerunning_a_half_finished_night_draws_new_points_and_stays_reproducible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A night stopped after 2 of its 4 trials, re-run: 2 new points, the same ones on a fresh store."""
+    no_warm_start = {"warm_start": {"champion": False, "previous_top_k": 0}}
+
+    def half_then_whole(folder: Path) -> list[dict[str, Any]]:
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        night(write_config(folder, {"budget": {"n_trials": 2}, **no_warm_start}), "2026-03-14")
+        night(write_config(folder, {"budget": {"n_trials": 4}, **no_warm_start}), "2026-03-14")
+        study = optuna.load_study(study_name="nightly-tiny-2026-03-14", storage=storage_url(folder))
+        return [t.params for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+
+    first = half_then_whole(tmp_path / "a")
+    assert len(first) == 4
+    assert len({tuple(sorted(p.items())) for p in first}) == 4, first
+    assert half_then_whole(tmp_path / "b") == first

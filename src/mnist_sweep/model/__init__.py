@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from mnist_sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from mnist_sweep.model._build import probabilities
+    from mnist_sweep.model._build import build_model, probabilities
     from mnist_sweep.model._callbacks import PruningCallback, TrialTimeout
     from mnist_sweep.model._data import CLASS_NAMES, Dataset, check_name, load_dataset, load_raw
     from mnist_sweep.model._imaging import load_images
@@ -53,6 +53,7 @@ __getattr__, __all__ = lazy_exports(
         "model_summary": "_params",
         "parse_assignment": "_params",
         "probabilities": "_build",
+        "build_model": "_build",
         "resolve_params": "_params",
         "train": "_training",
     },
