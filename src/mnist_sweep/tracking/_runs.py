@@ -55,9 +55,10 @@ def check_tracking_uri(uri: str) -> str:
         )
     if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
         raise ConfigError(f"tracking URI {uri!r}: MLflow 3 no longer supports the file store; use sqlite:///mlflow.db")
-    if scheme == "postgresql" and uri.startswith("postgresql://"):
-        # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL; we ship psycopg2.
-        uri = "postgresql+psycopg2://" + uri[len("postgresql://") :]
+    if scheme == "postgresql":
+        from mnist_sweep.stores import sqlalchemy_url
+
+        uri = sqlalchemy_url(uri)  # a bare postgresql:// is psycopg 3, the driver shipped here
     if scheme in ("http", "https") and "//" not in uri:
         raise ConfigError(f"tracking URI {uri!r}: expected {scheme}://host:port")
     return uri
