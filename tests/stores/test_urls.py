@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,30 @@ def test_explicit_psycopg2_url_without_psycopg2_is_one_error_line(
     assert result.output.strip().splitlines() == [
         "error: postgresql+psycopg2://u@127.0.0.1:1/db: psycopg2 is not installed; use postgresql://... (psycopg 3 is)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--tracking-uri", "http://127.0.0.1:{port}"], "error: tracking server http://127.0.0.1:{port}: unreachable"),
+        (["--storage", "postgresql://u@127.0.0.1:{port}/db"], "error: storage postgresql://u@127.0.0.1:{port}/db: "),
+    ],
+)
+def test_unreachable_server_at_start_fails_within_ten_seconds(args: list[str], expected: str) -> None:
+    """The preflight check: MLflow's own HTTP retries and our outage window do not apply yet."""
+    import mlflow  # imported before the clock starts: its import time is not the check's
+    import sqlalchemy
+
+    from mnist_sweep.cli import main
+    from scaleout_support import free_port, write_space
+
+    assert mlflow and sqlalchemy
+    port = free_port()  # nothing listens there
+    space = write_space(Path.cwd(), study="preflight", n_trials=1)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["run", str(space), *(a.format(port=port) for a in args)])
+    took = time.monotonic() - started
+    assert result.exit_code != 0, result.output[-2000:]
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(expected.format(port=port)), result.output[-2000:]
+    assert took < 10, took

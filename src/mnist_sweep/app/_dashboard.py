@@ -83,8 +83,9 @@ def prepare_dashboard(
     A named study must exist (StorageError lists the ones there). Its objective gets the study's
     metric name (``val_accuracy`` rather than "Objective 0") if it has none yet.
     """
-    from mnist_sweep.stores import open_storage, redact_url
+    from mnist_sweep.stores import check_store_exists, open_storage, redact_url
 
+    check_store_exists(storage)
     storage_args, env = dashboard_storage_args(storage)
     base = f"http://{_url_host(host)}:{port}/dashboard/"
     url = base
