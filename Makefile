@@ -16,13 +16,18 @@ PIP_COMPILE = $(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-$(BIN)/.dev-installed: $(BIN)/.installed requirements-dev.txt
+# One pass: requirements-dev.txt pins the app's dependencies exactly as requirements.txt does.
+$(BIN)/.dev-installed: pyproject.toml requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	touch $@
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@ $(BIN)/.installed
 
 # Refresh the lock files to the newest versions pyproject.toml allows (then run make test).
 lock:
