@@ -26,10 +26,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-# Package metadata and code first, so editing search spaces does not reinstall TensorFlow.
+# The locked dependencies first (requirements.txt: the tested versions, psycopg 3 among them), then
+# the code, so editing the code or the search spaces does not reinstall TensorFlow.
+COPY requirements.txt ./
+RUN pip install -r requirements.txt "${TENSORFLOW}" -c requirements.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install . "${TENSORFLOW}"
+RUN pip install --no-deps .
 
 COPY search_spaces ./search_spaces
 COPY sweeps ./sweeps

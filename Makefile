@@ -8,20 +8,42 @@ ifneq ($(wildcard $(SHARED_DATA)/mnist),)
 export MNIST_SWEEP_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install dev system-deps browser-deps run test test-all test-browser lint format bench clean
+# The tested versions: requirements.txt (the app) and requirements-dev.txt (plus the tools and
+# test libraries), compiled from pyproject.toml's ranges by `make lock`.
+PIP_COMPILE = $(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --upgrade
 
-$(BIN)/.installed: pyproject.toml
+.PHONY: install dev lock system-deps browser-deps run test test-all test-browser lint format bench clean
+
+$(BIN)/.installed: pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-$(BIN)/.dev-installed: $(BIN)/.installed pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $@
+# One pass: requirements-dev.txt pins the app's dependencies exactly as requirements.txt does.
+$(BIN)/.dev-installed: pyproject.toml requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@ $(BIN)/.installed
 
-# Debian packages the tests use: docker-compose v1 (a second compose validator; no engine needed).
+# Refresh the lock files to the newest versions pyproject.toml allows (then run make test).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q pip-tools
+	$(PIP_COMPILE) -o requirements.txt pyproject.toml
+	$(PIP_COMPILE) --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
+
+# Debian packages the tests use: docker-compose v1 (a second compose validator; no engine needed)
+# and the PostgreSQL server binaries (the postgres tests start a throwaway cluster with initdb and
+# pg_ctl; not needed when $$MNIST_SWEEP_TEST_POSTGRES names a server).
 system-deps:
+	@[ -n "$$MNIST_SWEEP_TEST_POSTGRES" ] || command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	  else echo "warning: the PostgreSQL server is missing (sudo apt-get install postgresql); the postgres tests will fail"; fi; }
 	@command -v docker-compose >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \

@@ -45,11 +45,10 @@ space:
 
 @contextlib.contextmanager
 def postgres_database(admin_url: str) -> Iterator[str]:
-    import psycopg2
+    import psycopg
 
     name = f"mnist_sweep_bench_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(admin_url, connect_timeout=5)
-    conn.autocommit = True
+    conn = psycopg.connect(admin_url, connect_timeout=5, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -16,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-# Where the tests find PostgreSQL (CI: trust auth for `postgres` on 127.0.0.1:5432).
-PG_ADMIN_URL = os.environ.get("MNIST_SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+# An external PostgreSQL for the tests, e.g. postgresql://postgres@127.0.0.1:5432/postgres (a
+# superuser's URL). Unset, the tests start a throwaway cluster of their own (see PostgresCluster).
+EXTERNAL_POSTGRES_ENV = "MNIST_SWEEP_TEST_POSTGRES"
+PG_SUPERUSER = "postgres"
 
 SPACE = """\
 study: {study}
@@ -58,33 +63,113 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _pg_bin(name: str) -> str:
+    """``initdb`` / ``pg_ctl``: on PATH, else Debian's versioned folder (the newest there)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+    if candidates:
+        return str(candidates[-1])
+    pytest.fail(
+        f"{name} not found: install the PostgreSQL server (apt-get install postgresql), or point "
+        f"{EXTERNAL_POSTGRES_ENV} at a server, or deselect these tests with -m 'not postgres'",
+        pytrace=False,
+    )
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster in a temp folder on a free port, trust auth on 127.0.0.1.
+
+    ``initdb`` refuses to run as root, so as root the cluster belongs to an unprivileged user
+    (``postgres`` where the server package made one, else ``nobody``) and its commands run
+    through ``runuser``.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="mnist-sweep-pg-"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            user = "postgres" if _user_exists("postgres") else "nobody"
+            shutil.chown(self.folder, user=user)
+            self._as = ["runuser", "-u", user, "--"]
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run([*self._as, *command], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(command[:2])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}", pytrace=False)
+
+    def start(self) -> PostgresCluster:
+        self._run(
+            _pg_bin("initdb"), "-D", str(self.data), "-U", PG_SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"
+        )  # fmt: skip
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off -c max_connections=200"
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "server.log"), "-o", options, "-w",
+                  "start")  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                [*self._as, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+_cluster: PostgresCluster | None = None
+
+
+def admin_url() -> str:
+    """A superuser URL: ``$MNIST_SWEEP_TEST_POSTGRES``, else this test process's own cluster.
+
+    The cluster starts on first use (about 2 s) and is removed when the process exits.
+    """
+    global _cluster
+    external = os.environ.get(EXTERNAL_POSTGRES_ENV)
+    if external:
+        return external
+    if _cluster is None:
+        _cluster = PostgresCluster().start()
+        atexit.register(_cluster.stop)
+    return _cluster.url
+
+
 def database_url(name: str) -> str:
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return admin_url().rsplit("/", 1)[0] + f"/{name}"
 
 
 def _admin_connection():  # type: ignore[no-untyped-def]
-    import psycopg2
+    import psycopg
 
+    url = admin_url()
     try:
-        conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
+        return psycopg.connect(url, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as exc:
         pytest.fail(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({str(exc).strip().splitlines()[0]}); start it, set "
-            "MNIST_SWEEP_TEST_POSTGRES, or deselect these tests with -m 'not postgres'",
+            f"PostgreSQL is not reachable at {url} ({str(exc).strip().splitlines()[0]}); start it, fix "
+            f"{EXTERNAL_POSTGRES_ENV}, or deselect these tests with -m 'not postgres'",
             pytrace=False,
         )
-    conn.autocommit = True
-    return conn
 
 
 def admin_execute(sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    conn = _admin_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return list(cur.fetchall()) if cur.description else []
-    finally:
-        conn.close()
+    with _admin_connection() as conn, conn.cursor() as cur:
+        cur.execute(sql, params)  # type: ignore[arg-type]
+        return list(cur.fetchall()) if cur.description else []
 
 
 @contextlib.contextmanager

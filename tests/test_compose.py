@@ -234,7 +234,7 @@ def test_mlflow_serves_artifacts_from_a_postgres_backend(resolved: dict[str, Any
     assert argv[0] == "server"
     assert "--serve-artifacts" in argv
     backend = argv[argv.index("--backend-store-uri") + 1]
-    assert backend.startswith("postgresql+psycopg2://")  # a bare postgresql:// needs psycopg 3
+    assert backend.startswith("postgresql://")  # psycopg 3, as the stock mlflow server reads it
     assert backend.endswith("@postgres:5432/mlflow")
     assert argv[argv.index("--artifacts-destination") + 1] == "/mlartifacts"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
@@ -282,7 +282,7 @@ def test_env_file_overrides_the_defaults(modern: Validator, tmp_path: Path) -> N
     assert services["worker"]["deploy"]["replicas"] == 4
     assert _environment(services["scheduler"])["NIGHTLY_AT"] == "03:30"
     assert _environment(services["worker"])["MNIST_SWEEP_STORAGE"] == "postgresql://alice:s3cret@postgres:5432/optuna"
-    assert "postgresql+psycopg2://alice:s3cret@postgres:5432/mlflow" in _command_list(services["mlflow"])
+    assert "postgresql://alice:s3cret@postgres:5432/mlflow" in _command_list(services["mlflow"])
     # An empty SWEEP_DATA_DIR leaves MNIST_SWEEP_DATA_DIR empty: the Keras downloader is used.
     assert _environment(services["worker"])["MNIST_SWEEP_DATA_DIR"] == ""
 
@@ -358,7 +358,8 @@ def test_dockerfile_builds_the_package_with_the_cli_as_entrypoint() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG BASE_IMAGE=python:3\.12-slim$", text, re.M)
     assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
-    assert re.search(r"^RUN pip install \. ", text, re.M)
+    assert re.search(r"^RUN pip install -r requirements\.txt ", text, re.M)  # the lock file's versions
+    assert re.search(r"^RUN pip install --no-deps \.$", text, re.M)
     assert 'ENTRYPOINT ["mnist-sweep"]' in text
     assert "tensorflow[and-cuda]" in text
     assert "tensorflow/tensorflow:latest-gpu" in text

@@ -88,6 +88,17 @@ tracking_option = click.option(
 )
 
 
+def _preflight(storage: str | None, tracking_uri: str | None, *, tracking: bool) -> None:
+    """One quick contact with the database and the tracking server: a wrong URL fails in seconds."""
+    from mnist_sweep.stores import preflight_storage
+    from mnist_sweep.tracking import default_tracking_uri, preflight_tracking
+
+    if storage:
+        preflight_storage(storage)
+    if tracking:
+        preflight_tracking(tracking_uri or default_tracking_uri())
+
+
 def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value is not None and value <= 0:
         raise click.BadParameter(f"must be > 0, got {value}")
@@ -223,6 +234,7 @@ def run(
     space = load_space(file).with_overrides(
         n_trials=n_trials, timeout=timeout, study_name=study_name, epochs=epochs, seed=seed, limit=limit
     )
+    _preflight(storage, tracking_uri, tracking=not no_tracking)
     options = SweepOptions(
         storage=storage,
         tracking_uri=tracking_uri,
@@ -580,6 +592,7 @@ def worker(
     space = load_space(file).with_overrides(
         n_trials=n_trials, timeout=timeout, study_name=study_name, epochs=epochs, limit=limit
     )
+    _preflight(storage, tracking_uri, tracking=not no_tracking)
     options = SweepOptions(
         storage=storage,
         tracking_uri=tracking_uri,

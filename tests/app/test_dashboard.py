@@ -16,12 +16,12 @@ from click.testing import CliRunner
         ("sqlite:////abs/optuna.db", ["sqlite:////abs/optuna.db", "--storage-class", "RDBStorage"], {}),
         (
             "postgresql://sweeper:s3cret@db:5432/optuna",
-            ["postgresql+psycopg2://sweeper@db:5432/optuna", "--storage-class", "RDBStorage"],
+            ["postgresql://sweeper@db:5432/optuna", "--storage-class", "RDBStorage"],
             {"PGPASSWORD": "s3cret"},
         ),
         (
             "postgres://sweeper@db/optuna",
-            ["postgresql+psycopg2://sweeper@db/optuna", "--storage-class", "RDBStorage"],
+            ["postgresql://sweeper@db/optuna", "--storage-class", "RDBStorage"],
             {},
         ),
         ("mysql://root@127.0.0.1/optuna", ["mysql://root@127.0.0.1/optuna", "--storage-class", "RDBStorage"], {}),

@@ -432,14 +432,14 @@ def test_journal_storage_in_a_missing_folder_is_one_line(tmp_path: Path) -> None
 
 
 def test_transient_errors_are_told_apart() -> None:
-    import psycopg2
+    import psycopg
     import sqlalchemy.exc
     from mlflow.exceptions import MlflowException, RestException
 
     from mnist_sweep.errors import StorageError
     from mnist_sweep.stores._coordination import describe, is_transient
 
-    refused = psycopg2.OperationalError('connection to server at "127.0.0.1", port 1 failed: Connection refused\n\tIs')
+    refused = psycopg.OperationalError('connection to server at "127.0.0.1", port 1 failed: Connection refused\n\tIs')
     wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, refused)
     assert is_transient(refused) and is_transient(wrapped)
     assert describe(wrapped) == 'connection to server at "127.0.0.1", port 1 failed: Connection refused'

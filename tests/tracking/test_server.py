@@ -19,7 +19,7 @@ def test_defaults_are_postgresql_served_artifacts_and_loopback(tmp_path: Path) -
     from mnist_sweep.tracking.server import build_config, command_line
 
     config = build_config(artifacts_destination=str(tmp_path / "art"))
-    assert config.backend_store_uri == "postgresql+psycopg2://localhost:5432/mlflow"
+    assert config.backend_store_uri == "postgresql://localhost:5432/mlflow"
     assert config.host == "127.0.0.1" and config.port == 5000
     assert config.url == "http://127.0.0.1:5000"
     assert (tmp_path / "art").is_dir()
@@ -30,7 +30,7 @@ def test_defaults_are_postgresql_served_artifacts_and_loopback(tmp_path: Path) -
         return command[command.index(name) + 1]
 
     assert "--serve-artifacts" in command
-    assert flag("--backend-store-uri") == "postgresql+psycopg2://localhost:5432/mlflow"
+    assert flag("--backend-store-uri") == "postgresql://localhost:5432/mlflow"
     assert flag("--artifacts-destination") == str(tmp_path / "art")
     assert flag("--host") == "127.0.0.1" and flag("--port") == "5000"
     assert flag("--allowed-hosts").split(",") == ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000"]
@@ -42,7 +42,7 @@ def test_backend_from_the_environment_and_relative_artifacts(tmp_path: Path, mon
 
     monkeypatch.setenv("MNIST_SWEEP_BACKEND_STORE_URI", "postgres://sweep:secret@db:5432/mlflow")
     config = build_config()
-    assert config.backend_store_uri == "postgresql+psycopg2://sweep:secret@db:5432/mlflow"
+    assert config.backend_store_uri == "postgresql://sweep:secret@db:5432/mlflow"
     assert config.artifacts_destination == str(tmp_path / "mlartifacts")  # cwd is tmp_path
 
 
@@ -106,7 +106,7 @@ def test_dry_run_prints_the_command_without_the_password(tmp_path: Path) -> None
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "secret" not in result.output
-    assert "--backend-store-uri 'postgresql+psycopg2://sweep:***@db/mlflow' --serve-artifacts" in result.output
+    assert "--backend-store-uri 'postgresql://sweep:***@db/mlflow' --serve-artifacts" in result.output
     assert "--port 5055 --allowed-hosts localhost,localhost:5055,127.0.0.1,127.0.0.1:5055 --workers 2" in result.output
 
 
@@ -165,3 +165,41 @@ def test_real_server_on_postgresql_serves_artifacts_and_checks_host(tmp_path: Pa
             runs = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
             assert [r.info.run_id for r in runs] == [child.info.run_id]
             assert time.monotonic() - started < 10
+
+
+@pytest.mark.postgres
+def test_stock_tools_accept_bare_postgresql_urls(tmp_path: Path) -> None:
+    """The README's postgresql:// URLs in the stock `mlflow server` and `optuna.load_study` (psycopg 3)."""
+    import shutil
+
+    import optuna
+    from mlflow import MlflowClient
+
+    from mnist_sweep.stores import open_storage
+
+    mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    assert mlflow_cli, "mlflow's own command is not installed beside this Python"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (
+        temporary_database("mnist_sweep_test_stock_mlflow") as backend,
+        temporary_database("mnist_sweep_test_stock_optuna") as storage,
+    ):
+        assert backend.startswith("postgresql://") and storage.startswith("postgresql://")
+        command = [mlflow_cli, "server", "--backend-store-uri", backend, "--host", "127.0.0.1", "--port", str(port)]
+        with mlflow_server([*command, "--workers", "1"], url, tmp_path / "server.log"):
+            client = MlflowClient(tracking_uri=url)
+            experiment = client.create_experiment("stock")
+            run = client.create_run(experiment, run_name="r")
+            client.log_metric(run.info.run_id, "val_accuracy", 0.5)
+            client.set_terminated(run.info.run_id)
+            assert client.get_run(run.info.run_id).data.metrics == {"val_accuracy": 0.5}
+
+        ours = open_storage(storage)
+        written = optuna.create_study(study_name="stock", storage=ours, direction="maximize")
+        written.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+        loaded = optuna.load_study(study_name="stock", storage=storage)
+        assert [t.params for t in loaded.trials] == [t.params for t in written.trials]
+        assert loaded.best_value == written.best_value
+        for used in (ours, loaded._storage):  # close their connections before the database is dropped
+            getattr(used, "_backend", used).engine.dispose()

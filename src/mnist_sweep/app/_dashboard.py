@@ -51,14 +51,14 @@ def dashboard_storage_args(url: str) -> tuple[list[str], dict[str, str]]:
     JournalFileStorage`` so it never guesses), and RDB URLs as SQLAlchemy does: ``postgres://``
     is spelled ``postgresql://`` there.
     """
-    from mnist_sweep.stores import storage_kind
+    from mnist_sweep.stores import sqlalchemy_url, storage_kind
 
     kind = storage_kind(url)
     if kind == "journal":
         return [journal_path(url), "--storage-class", "JournalFileStorage"], {}
     env: dict[str, str] = {}
     if kind == "postgresql":
-        url = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg2://", url)
+        url = sqlalchemy_url(url)
         match = re.match(r"^(?P<head>[^:]+://[^:/@]+):(?P<password>[^@]*)@(?P<tail>.*)$", url)
         if match:
             env["PGPASSWORD"] = match["password"]
@@ -84,8 +84,9 @@ def prepare_dashboard(
     A named study must exist (StorageError lists the ones there). Its objective gets the study's
     metric name (``val_accuracy`` rather than "Objective 0") if it has none yet.
     """
-    from mnist_sweep.stores import open_storage, redact_url
+    from mnist_sweep.stores import check_store_exists, open_storage, redact_url
 
+    check_store_exists(storage)
     storage_args, env = dashboard_storage_args(storage)
     base = f"http://{_url_host(host)}:{port}/dashboard/"
     url = base

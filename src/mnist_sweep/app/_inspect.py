@@ -10,7 +10,6 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
@@ -26,7 +25,7 @@ from mnist_sweep.contract import (
     ATTR_TEST_LOSS,
 )
 from mnist_sweep.display import text_table
-from mnist_sweep.errors import MnistSweepError, StorageError
+from mnist_sweep.errors import MnistSweepError
 
 if TYPE_CHECKING:
     import optuna
@@ -126,17 +125,9 @@ def resolve_storage(storage: str | None, tracking_uri: str | None = None) -> str
     Opening a SQLite URL creates the file, so looking at a study in the wrong folder would
     otherwise leave an empty ``optuna.db`` behind and report "no study".
     """
-    from mnist_sweep.stores import default_storage, redact_url, storage_kind
+    from mnist_sweep.stores import check_store_exists, default_storage
 
-    url = storage or default_storage(tracking_uri)
-    if storage_kind(url) == "sqlite":
-        path = url.split(":///", 1)[-1].split("?", 1)[0]
-        if path and path != ":memory:" and not Path(path).exists():
-            raise StorageError(
-                f"no Optuna storage at {redact_url(url)} (run `mnist-sweep run` first, "
-                "or pass --storage / $MNIST_SWEEP_STORAGE)"
-            )
-    return url
+    return check_store_exists(storage or default_storage(tracking_uri))
 
 
 # --------------------------------------------------------------------------- queries

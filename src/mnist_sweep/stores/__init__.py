@@ -21,10 +21,12 @@ if TYPE_CHECKING:
     from mnist_sweep.stores._locks import JobLock
     from mnist_sweep.stores._storage import (
         MAX_RETRY,
+        check_store_exists,
         default_storage,
         heartbeat_settings,
         load_study,
         open_storage,
+        preflight_storage,
         redact_url,
         storage_kind,
     )
@@ -36,6 +38,7 @@ __getattr__, __all__ = lazy_exports(
         "MAX_RETRY": "_storage",
         "heartbeat_settings": "_storage",
         "StudyMutex": "_coordination",
+        "check_store_exists": "_storage",
         "default_storage": "_storage",
         "describe": "_coordination",
         "is_transient": "_coordination",
@@ -43,6 +46,7 @@ __getattr__, __all__ = lazy_exports(
         "load_study": "_storage",
         "local_worker_alive": "_coordination",
         "open_storage": "_storage",
+        "preflight_storage": "_storage",
         "redact_url": "_storage",
         "retry_seconds": "_coordination",
         "sqlalchemy_url": "_coordination",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -117,7 +118,7 @@ def describe(exc: BaseException) -> str:
     cause = _transient_cause(exc) or exc
     lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
     text = lines[0] if lines else type(cause).__name__
-    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # SQLAlchemy's "(psycopg2.OperationalError) " prefix
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # SQLAlchemy's "(psycopg.OperationalError) " prefix
     return text[:300]
 
 
@@ -219,12 +220,17 @@ def journal_path(url: str) -> Path:
 
 
 def sqlalchemy_url(url: str) -> str:
-    """``url`` with an explicit psycopg2 driver for PostgreSQL.
+    """``url`` as SQLAlchemy reads it: ``postgres://`` spelled ``postgresql://`` (psycopg 3).
 
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which is not a dependency here;
-    psycopg2 is.
+    A bare ``postgresql://`` means psycopg 3, the driver this project ships, so the stock
+    MLflow, Optuna and optuna-dashboard tools accept the same URLs. An explicit
+    ``postgresql+psycopg2://`` is kept when psycopg2 is importable, else a ConfigError.
     """
-    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", url)
+    url = re.sub(r"^postgres://", "postgresql://", url)
+    if url.startswith("postgresql+psycopg2://") and importlib.util.find_spec("psycopg2") is None:
+        shown = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+        raise ConfigError(f"{shown}: psycopg2 is not installed; use postgresql://... (psycopg 3 is)")
+    return url
 
 
 def _lock_key(name: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.errors import ConfigError, MnistSweepError, StorageError, first_line
-from mnist_sweep.stores._coordination import journal_path, sqlalchemy_url
+from mnist_sweep.stores._coordination import journal_path, retry_seconds, sqlalchemy_url, with_retry
 
 if TYPE_CHECKING:
     import optuna
@@ -27,6 +27,9 @@ DEFAULT_HEARTBEAT_SECONDS = 10
 DEFAULT_GRACE_SECONDS = 30
 # How often a lost trial is queued again before it is left FAIL.
 MAX_RETRY = 2
+# A command's first contact with a database: fail within about 10 s, not the outage window.
+PREFLIGHT_SECONDS = 5.0
+PREFLIGHT_CONNECT_TIMEOUT = 3
 
 
 def default_storage(tracking_uri: str | None = None) -> str:
@@ -62,6 +65,54 @@ def storage_kind(url: str) -> str:
         f"storage {redact_url(url)!r}: unsupported; use sqlite:///file.db, postgresql://user@host/db, "
         "or journal:///path/file.log"
     )
+
+
+def store_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage URL names (None for a server or an in-memory database)."""
+    kind = storage_kind(url)
+    if kind == "journal":
+        return journal_path(url)
+    if kind == "sqlite":
+        path = url.split(":///", 1)[-1].split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def check_store_exists(url: str) -> str:
+    """``url``, or StorageError when it names a SQLite or journal file that does not exist.
+
+    Opening either creates the file, so a read-only command looking in the wrong folder would
+    otherwise leave an empty store behind and then report "no study".
+    """
+    path = store_file(url)
+    if path is not None and not path.exists():
+        raise StorageError(
+            f"no Optuna storage at {redact_url(url)} (run `mnist-sweep run` first, "
+            "or pass --storage / $MNIST_SWEEP_STORAGE)"
+        )
+    return url
+
+
+def preflight_storage(url: str) -> None:
+    """Connect to a database storage once, so an unreachable one is one line within about 10 s.
+
+    The long retry window (:func:`retry_seconds`) is for outages once a sweep is running; a
+    wrong host or port at start-up should not take a minute to report.
+    """
+    if storage_kind(url) not in ("postgresql", "mysql"):
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(sqlalchemy_url(url), connect_args={"connect_timeout": PREFLIGHT_CONNECT_TIMEOUT})
+
+    def connect() -> None:
+        with engine.connect():
+            pass
+
+    try:
+        with_retry(connect, what=f"storage {redact_url(url)}", seconds=min(retry_seconds(), PREFLIGHT_SECONDS))
+    finally:
+        engine.dispose()
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -130,7 +181,7 @@ def load_study(name: str, storage: str) -> optuna.Study:
     """An existing study; StorageError lists the studies there when ``name`` is not one."""
     import optuna
 
-    backend = open_storage(storage)
+    backend = open_storage(check_store_exists(storage))
     try:
         return optuna.load_study(study_name=name, storage=backend)
     except KeyError:

@@ -64,12 +64,54 @@ def check_tracking_uri(uri: str) -> str:
         )
     if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
         raise ConfigError(f"tracking URI {uri!r}: MLflow 3 no longer supports the file store; use sqlite:///mlflow.db")
-    if scheme == "postgresql" and uri.startswith("postgresql://"):
-        # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL; we ship psycopg2.
-        uri = "postgresql+psycopg2://" + uri[len("postgresql://") :]
+    if scheme == "postgresql":
+        from mnist_sweep.stores import sqlalchemy_url
+
+        uri = sqlalchemy_url(uri)  # a bare postgresql:// is psycopg 3, the driver shipped here
     if scheme in ("http", "https") and "//" not in uri:
         raise ConfigError(f"tracking URI {uri!r}: expected {scheme}://host:port")
     return uri
+
+
+# A command's first call to a tracking server: one try, a short timeout, instead of MLflow's
+# own retries (minutes) nested inside ours.
+PREFLIGHT_SECONDS = 5.0
+PREFLIGHT_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def preflight_tracking(uri: str) -> None:
+    """Ask an HTTP tracking server one cheap question, so an unreachable one is one line within 10 s.
+
+    The long retry window is for outages once a sweep has reached the server; a typo'd host
+    or port at start-up should not take minutes to report. Local stores need no check.
+    """
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    from mlflow import MlflowClient
+
+    from mnist_sweep.stores import retry_seconds, with_retry
+
+    with _environ(PREFLIGHT_HTTP_ENV):
+        with_retry(
+            lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1),
+            what=f"tracking server {uri}",
+            error=TrackingError,
+            seconds=min(retry_seconds(), PREFLIGHT_SECONDS),
+        )
 
 
 def git_commit() -> str | None:

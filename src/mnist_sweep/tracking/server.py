@@ -56,8 +56,7 @@ def check_backend_store_uri(uri: str | None) -> str:
     """The backend store URI as MLflow should get it; ConfigError for one it cannot use.
 
     PostgreSQL is the default and the recommended store (many workers write at once); SQLite
-    works for one machine. A bare ``postgresql://`` gets the psycopg2 driver, which is
-    installed (SQLAlchemy 2.1 would pick psycopg 3, which is not).
+    works for one machine. A bare ``postgresql://`` means psycopg 3, the driver installed here.
     """
     uri = (uri or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND).strip()
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
