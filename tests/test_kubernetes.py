@@ -37,6 +37,8 @@ WAIVERS = KUSTOMIZE_DIR / "checkov-waivers.yaml"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 TARGETS = ("base", "overlays/cpu", "overlays/gpu")
 OVERLAYS = ("overlays/cpu", "overlays/gpu")
+COMPONENTS = ("external-postgres", "s3-artifacts")
+WITH_COMPONENTS = "overlays/gpu + components"
 # Oldest still-supported minor with every field used here GA (podFailurePolicy, elastic Indexed
 # Jobs: 1.31) and the newest the installed kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
@@ -80,8 +82,21 @@ def _render(target: Path) -> list[Doc]:
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, list[Doc]]:
-    return {target: _render(KUSTOMIZE_DIR / target) for target in TARGETS}
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
+    """The base, both overlays, and the gpu overlay with every component, as a user's overlay has it."""
+    docs = {target: _render(KUSTOMIZE_DIR / target) for target in TARGETS}
+    users = tmp_path_factory.mktemp("users-overlay")
+    here = Path(os.path.relpath(KUSTOMIZE_DIR, users))  # kustomize takes no absolute paths
+    (users / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [str(here / "overlays" / "gpu")],
+                "components": [str(here / "components" / name) for name in COMPONENTS],
+            }
+        )
+    )
+    docs[WITH_COMPONENTS] = _render(users)
+    return docs
 
 
 def _one(docs: list[Doc], kind: str, name: str) -> Doc:
@@ -110,7 +125,8 @@ def _container(docs: list[Doc], kind: str, name: str) -> Doc:
 
 
 def test_base_and_overlays_render_the_whole_stack(rendered: dict[str, list[Doc]]) -> None:
-    for target, docs in rendered.items():
+    for target in TARGETS:
+        docs = rendered[target]
         kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
         assert {
             ("Namespace", "mnist-sweep"),
@@ -125,6 +141,7 @@ def test_base_and_overlays_render_the_whole_stack(rendered: dict[str, list[Doc]]
             ("ConfigMap", "sweeps"),
             ("NetworkPolicy", "same-namespace-only"),
         } <= kinds, target
+    for target, docs in rendered.items():
         namespaced = [d for d in docs if d["kind"] != "Namespace"]
         assert {d["metadata"].get("namespace") for d in namespaced} == {"mnist-sweep"}, target
 
@@ -205,8 +222,8 @@ def _checkov() -> str:
 @pytest.fixture(scope="module")
 def checkov_findings(rendered: dict[str, list[Doc]], tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
     folder = tmp_path_factory.mktemp("rendered")
-    for target in OVERLAYS:
-        (folder / f"{target.replace('/', '-')}.yaml").write_text(yaml.safe_dump_all(rendered[target]))
+    for index, target in enumerate((*OVERLAYS, WITH_COMPONENTS)):
+        (folder / f"{index}.yaml").write_text(yaml.safe_dump_all(rendered[target]))
     done = subprocess.run(
         [_checkov(), "--directory", str(folder), "--framework", "kubernetes", "--output", "json", "--quiet"],
         capture_output=True,
@@ -244,7 +261,7 @@ def test_no_waiver_outlives_its_finding(checkov_findings: set[tuple[str, str]]) 
 
 
 def test_every_pod_is_locked_down(rendered: dict[str, list[Doc]]) -> None:
-    for target in OVERLAYS:
+    for target in (*OVERLAYS, WITH_COMPONENTS):
         for doc, pod, container in _containers(rendered[target]):
             where = f"{target}: {doc['kind']}/{doc['metadata']['name']}"
             assert pod["securityContext"]["runAsNonRoot"] is True, where
@@ -464,3 +481,25 @@ def test_gpu_overlay_gives_each_training_pod_one_gpu(rendered: dict[str, list[Do
             "limits"
         ]
     assert "nvidia.com/gpu" not in json.dumps(rendered["overlays/cpu"])
+
+
+def test_external_postgres_keeps_every_url(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered[WITH_COMPONENTS]
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    service = _one(docs, "Service", "postgres")["spec"]
+    assert service["type"] == "ExternalName"
+    assert "clusterIP" not in service
+    assert "selector" not in service
+    assert _container(docs, "Job", "worker")["env"] == _container(rendered["overlays/gpu"], "Job", "worker")["env"]
+
+
+def test_s3_artifacts_replace_the_shared_volume(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered[WITH_COMPONENTS]
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "mlflow-artifacts"]
+    container = _container(docs, "Deployment", "mlflow")
+    args = container["args"]
+    assert args[args.index("--artifacts-destination") + 1].startswith("s3://")
+    assert container["envFrom"] == [{"secretRef": {"name": "mnist-sweep-s3"}}]
+    assert "/mlartifacts" not in _mounts(container)
+    pod = _pod_spec(_one(docs, "Deployment", "mlflow"))
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
