@@ -39,6 +39,7 @@ TARGETS = ("base", "overlays/cpu", "overlays/gpu")
 OVERLAYS = ("overlays/cpu", "overlays/gpu")
 COMPONENTS = ("external-postgres", "s3-artifacts")
 WITH_COMPONENTS = "overlays/gpu + components"
+TOOLS = "tools"
 # Oldest still-supported minor with every field used here GA (podFailurePolicy, elastic Indexed
 # Jobs: 1.31) and the newest the installed kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
@@ -96,6 +97,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
         )
     )
     docs[WITH_COMPONENTS] = _render(users)
+    # Plain manifests applied by hand (kubectl apply -f), checked like the rest.
+    docs[TOOLS] = [
+        d for path in sorted((KUSTOMIZE_DIR / TOOLS).glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())
+    ]
     return docs
 
 
@@ -108,12 +113,14 @@ def _one(docs: list[Doc], kind: str, name: str) -> Doc:
 def _pod_spec(doc: Doc) -> Doc:
     if doc["kind"] == "CronJob":
         return dict(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    if doc["kind"] == "Pod":
+        return dict(doc["spec"])
     return dict(doc["spec"]["template"]["spec"])
 
 
 def _containers(docs: list[Doc]) -> Iterator[tuple[Doc, Doc, Doc]]:
     for doc in docs:
-        if doc["kind"] in {"Deployment", "StatefulSet", "Job", "CronJob"}:
+        if doc["kind"] in {"Pod", "Deployment", "StatefulSet", "Job", "CronJob"}:
             pod = _pod_spec(doc)
             for container in pod.get("initContainers", []) + pod["containers"]:
                 yield doc, pod, container
@@ -222,7 +229,7 @@ def _checkov() -> str:
 @pytest.fixture(scope="module")
 def checkov_findings(rendered: dict[str, list[Doc]], tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
     folder = tmp_path_factory.mktemp("rendered")
-    for index, target in enumerate((*OVERLAYS, WITH_COMPONENTS)):
+    for index, target in enumerate((*OVERLAYS, WITH_COMPONENTS, TOOLS)):
         (folder / f"{index}.yaml").write_text(yaml.safe_dump_all(rendered[target]))
     done = subprocess.run(
         [_checkov(), "--directory", str(folder), "--framework", "kubernetes", "--output", "json", "--quiet"],
@@ -261,7 +268,7 @@ def test_no_waiver_outlives_its_finding(checkov_findings: set[tuple[str, str]]) 
 
 
 def test_every_pod_is_locked_down(rendered: dict[str, list[Doc]]) -> None:
-    for target in (*OVERLAYS, WITH_COMPONENTS):
+    for target in (*OVERLAYS, WITH_COMPONENTS, TOOLS):
         for doc, pod, container in _containers(rendered[target]):
             where = f"{target}: {doc['kind']}/{doc['metadata']['name']}"
             assert pod["securityContext"]["runAsNonRoot"] is True, where
