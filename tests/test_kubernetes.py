@@ -481,7 +481,7 @@ def test_workers_are_an_indexed_job_that_completes(rendered: dict[str, list[Doc]
 def test_gpu_overlay_gives_each_training_pod_one_gpu(rendered: dict[str, list[Doc]]) -> None:
     for kind, name in (("Job", "worker"), ("CronJob", "nightly")):
         gpu = _container(rendered["overlays/gpu"], kind, name)
-        assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert gpu["resources"]["requests"]["nvidia.com/gpu"] == gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert gpu["image"].endswith("-gpu")
         cpu = _container(rendered["overlays/cpu"], kind, name)
         assert {k: v for k, v in gpu["resources"]["limits"].items() if k != "nvidia.com/gpu"} == cpu["resources"][
