@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# checkov, for tests/test_kubernetes.py, in an environment of its own: it pins packaging<24,
+# which pytest 9 cannot share. pyproject.toml's `checkov` dependency group says what goes in.
+CHECKOV_VENV ?= .venv-checkov
+export MNIST_SWEEP_CHECKOV ?= $(abspath $(CHECKOV_VENV))/bin/checkov
 # Offline copies of the data sets (tests, CI, benchmarks); users elsewhere get Keras's downloader.
 SHARED_DATA := $(abspath ../shared/datasets)
 ifneq ($(wildcard $(SHARED_DATA)/mnist),)
@@ -12,7 +16,7 @@ endif
 # test libraries), compiled from pyproject.toml's ranges by `make lock`.
 PIP_COMPILE = $(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --upgrade
 
-.PHONY: install dev lock system-deps browser-deps run test test-all test-browser lint format bench clean
+.PHONY: install dev lock checkov system-deps browser-deps run test test-all test-browser lint format bench clean
 
 $(BIN)/.installed: pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +39,12 @@ lock:
 	$(BIN)/python -m pip install -q pip-tools
 	$(PIP_COMPILE) -o requirements.txt pyproject.toml
 	$(PIP_COMPILE) --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
+
+$(CHECKOV_VENV)/.installed: pyproject.toml
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q --group checkov
+	touch $@
 
 # Debian packages the tests use: docker-compose v1 (a second compose validator; no engine needed)
 # and the PostgreSQL server binaries (the postgres tests start a throwaway cluster with initdb and
@@ -61,6 +71,8 @@ install: $(BIN)/.installed
 
 dev: $(BIN)/.dev-installed
 
+checkov: $(CHECKOV_VENV)/.installed
+
 run: install
 	$(BIN)/mnist-sweep run search_spaces/activation.yaml
 
@@ -73,10 +85,10 @@ format: dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: lint system-deps
+test: lint system-deps checkov
 	$(BIN)/pytest
 
-test-all: lint system-deps browser-deps
+test-all: lint system-deps browser-deps checkov
 	$(BIN)/pytest -m "" --timeout 3600
 
 test-browser: dev browser-deps
@@ -86,4 +98,4 @@ bench: install
 	$(BIN)/python bench/train_speed.py
 
 clean:
-	rm -rf $(VENV) mlruns mlflow.db optuna.db *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) mlruns mlflow.db optuna.db *.egg-info .pytest_cache .mypy_cache .ruff_cache
