@@ -408,6 +408,6 @@ def test_bad_file_raises_data_error_naming_it(
 
 
 def test_importing_imaging_loads_neither_tensorflow_nor_mlflow() -> None:
-    code = "import sys, mnist_sweep.imaging; print(sorted({'tensorflow', 'keras', 'mlflow'} & set(sys.modules)))"
+    code = "import sys, mnist_sweep.model._imaging; print(sorted({'tensorflow', 'keras', 'mlflow'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"

@@ -22,7 +22,7 @@ The format (unknown keys are errors at every level; ``*`` marks required keys)::
     sampler: {name: tpe, seed: 0, options: {...}}   # tpe random grid cmaes gp qmc; seed: null = unseeded
     pruner: {name: median, options: {...}}          # none median percentile successive_halving hyperband
     budget*: {n_trials: 12, timeout: null, trial_timeout: null, max_failure_rate: 0.5}
-    fixed: {epochs: 3, optimizer: adam}             # any mnist_sweep.params parameter
+    fixed: {epochs: 3, optimizer: adam}             # any mnist_sweep.model parameter
     space*:                                         # sampled in this order
       depth: {type: int, low: 1, high: 4, step: 1, log: false}
       learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}   # or step: 0.001

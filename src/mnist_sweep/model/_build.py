@@ -21,7 +21,7 @@ NUM_CLASSES = 10
 
 
 def build_model(params: Mapping[str, Any] | Params, *, levers: Levers | None = None) -> keras.Model:
-    """Build and compile the model that ``params`` describe (see :mod:`mnist_sweep.params`).
+    """Build and compile the model that ``params`` describe (see :mod:`mnist_sweep.model`).
 
     Inputs are ``(batch, 28, 28)`` float32 images in [0, 1]; outputs are ten softmax
     probabilities, or ten logits when ``output: logits``. ``levers`` (see

@@ -1,6 +1,6 @@
 """The Keras callbacks a sweep plugs into training: pruning and the per-trial timeout.
 
-Kept apart from :mod:`mnist_sweep.study` so that module loads without Keras (``status``,
+Kept apart from :mod:`mnist_sweep.sweep` so that module loads without Keras (``status``,
 ``best`` and ``studies`` never need TensorFlow).
 """
 

@@ -242,7 +242,7 @@ class StudyMutex:
     """Mutual exclusion for one study across threads, processes and machines.
 
     Held only for milliseconds (count trials, fail lost ones, ask, record the params), so
-    a plain blocking lock is right. ``kind`` is :func:`mnist_sweep.study.storage_kind`'s.
+    a plain blocking lock is right. ``kind`` is :func:`mnist_sweep.stores.storage_kind`'s.
     """
 
     def __init__(self, url: str, study_name: str, *, kind: str) -> None:

@@ -202,18 +202,22 @@ class _Sweep:
     def _ask_again(self, trial: optuna.Trial, params: Params) -> bool:
         """Close ``trial`` and ask again when it repeats a visited point while unvisited ones remain.
 
-        A repeat is reused (its value, no training) only once the space has nothing unvisited
-        left; an enqueued trial (a retry, a warm start) is never asked again.
+        A repeat of a COMPLETE trial is reused (its value, no training) only once the space has
+        nothing unvisited left; an enqueued trial (a retry, a warm start) is never asked again.
         """
         from optuna.trial import TrialState
 
         trials = self.study.get_trials(deepcopy=False)
         if ATTR_ENQUEUED in trials[trial.number].system_attrs:
             return False
+        # A point counts as visited once a trial trained it, whatever came of it: a failed point
+        # asked again would fail again (a worker that died is retried through the queue instead).
         seen = {
             t.user_attrs.get(ATTR_PARAMS_KEY): t.number
             for t in trials
-            if t.state in (TrialState.COMPLETE, TrialState.RUNNING) and t.number != trial.number
+            if t.number != trial.number
+            and ATTR_RESAMPLED not in t.user_attrs
+            and t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL, TrialState.PRUNED)
         }
         seen.pop(None, None)
         if params.key not in seen:

@@ -306,6 +306,8 @@ class _Supervisor:
             for child in self.children:
                 if child.forwarder is not None:
                     child.forwarder.join(timeout=5)
+                if child.process.stdout is not None:
+                    child.process.stdout.close()
         self._recover(status="FAILED")
 
     def _stop_children(self) -> None:
