@@ -92,3 +92,31 @@ class StudyFailing(MnistSweepError):
     """Too many trials of a sweep failed (``max_failure_rate``, or as many as the budget): stop it."""
 
     exit_code = 1
+
+
+class LockLost(StorageError):
+    """The lock expired under its owner (a stalled process) and another one may hold it now."""
+
+
+class NoCompleteTrial(MnistSweepError):
+    """The study has no COMPLETE trial yet: there is no best trial to show or promote."""
+
+    exit_code = 1
+
+
+class DashboardError(MnistSweepError):
+    """optuna-dashboard is not installed."""
+
+    exit_code = 1
+
+
+class NightlyFailed(MnistSweepError):
+    """The night did not finish (storage, tracking, data or training trouble): retry later."""
+
+    exit_code = 1
+
+
+class WorkerFailed(MnistSweepError):
+    """Worker processes ended without finishing the study."""
+
+    exit_code = 1

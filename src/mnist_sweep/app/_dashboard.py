@@ -19,19 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_sweep.contract import ATTR_OBJECTIVE_METRIC
-from mnist_sweep.errors import MnistSweepError
+from mnist_sweep.errors import DashboardError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 EXECUTABLE = "optuna-dashboard"
-
-
-class DashboardError(MnistSweepError):
-    """optuna-dashboard is not installed."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

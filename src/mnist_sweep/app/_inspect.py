@@ -25,19 +25,13 @@ from mnist_sweep.contract import (
     ATTR_TEST_LOSS,
 )
 from mnist_sweep.display import text_table
-from mnist_sweep.errors import MnistSweepError
+from mnist_sweep.errors import NoCompleteTrial
 
 if TYPE_CHECKING:
     import optuna
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _TEST_METRICS = {"test_accuracy": ATTR_TEST_ACCURACY, "test_loss": ATTR_TEST_LOSS}  # shown name -> trial attribute
-
-
-class NoCompleteTrial(MnistSweepError):
-    """The study has no COMPLETE trial yet: there is no best trial to show or promote."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ from mnist_sweep.contract import (
     TAG_ROLE,
     TAG_STORAGE,
 )
-from mnist_sweep.errors import AlreadyRunning, ConfigError, DatasetMismatch, MnistSweepError, first_line
+from mnist_sweep.errors import AlreadyRunning, ConfigError, DatasetMismatch, MnistSweepError, NightlyFailed, first_line
 from mnist_sweep.tracking import delete_old_trial_runs
 
 if TYPE_CHECKING:
@@ -86,12 +86,6 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 __all__ = ["NightlyFailed", "NightlyOptions", "parse_date", "resolve_uris", "run_nightly"]
-
-
-class NightlyFailed(MnistSweepError):
-    """The night did not finish (storage, tracking, data or training trouble): retry later."""
-
-    exit_code = 1
 
 
 def parse_date(value: str | dt.date | None) -> dt.date:

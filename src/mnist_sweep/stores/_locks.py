@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from mnist_sweep.errors import AlreadyRunning, ConfigError, MnistSweepError, StorageError, first_line
+from mnist_sweep.errors import AlreadyRunning, ConfigError, LockLost, MnistSweepError, StorageError, first_line
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -44,10 +44,6 @@ LOCK_TABLE = "mnist_sweep_locks"
 DEFAULT_TTL = 300.0
 # The heartbeat runs this many times per ttl: a few missed refreshes do not lose the lock.
 REFRESHES_PER_TTL = 5
-
-
-class LockLost(StorageError):
-    """The lock expired under its owner (a stalled process) and another one may hold it now."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from mnist_sweep.contract import TAG_HOST, TAG_VERSION, TAG_WORKERS
-from mnist_sweep.errors import ConfigError, DataError, MnistSweepError, StorageError, TrackingError
+from mnist_sweep.errors import ConfigError, DataError, MnistSweepError, StorageError, TrackingError, WorkerFailed
 from mnist_sweep.sweep._gpus import plan_workers, visible_gpus
 
 if TYPE_CHECKING:
@@ -55,12 +55,6 @@ MLFLOW_CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-
-
-class WorkerFailed(MnistSweepError):
-    """Worker processes ended without finishing the study."""
-
-    exit_code = 1
 
 
 def check_shared_storage(url: str, *, what: str) -> str:
