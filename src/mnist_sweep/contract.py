@@ -76,6 +76,8 @@ ATTR_NIGHTLY_PROMOTION: Final = "nightly_promotion"
 
 ATTR_ENQUEUED: Final = "fixed_params"
 """Optuna's system attribute on an enqueued trial (a retry, a warm start): its params were given, not sampled."""
+ATTR_RETRY_OF: Final = "failed_trial"
+"""Optuna's system attribute on a retry (``RetryFailedTrialCallback``): the trial it replays, params included."""
 ATTR_RETRY_HISTORY: Final = "retry_history"
 """Set by Optuna's ``RetryFailedTrialCallback``: the numbers of the trials a retry replays (read only)."""
 

@@ -27,6 +27,7 @@ from mnist_sweep.contract import (
     ATTR_FAIL_REASON,
     ATTR_PARAMS_KEY,
     ATTR_RESAMPLED,
+    ATTR_RETRY_OF,
     ATTR_WORKER,
 )
 from mnist_sweep.display import Progress
@@ -208,7 +209,8 @@ class _Sweep:
         from optuna.trial import TrialState
 
         trials = self.study.get_trials(deepcopy=False)
-        if ATTR_ENQUEUED in trials[trial.number].system_attrs:
+        given = trials[trial.number].system_attrs
+        if ATTR_ENQUEUED in given or ATTR_RETRY_OF in given:  # params given, not sampled
             return False
         # A point counts as visited once a trial trained it, whatever came of it: a failed point
         # asked again would fail again (a worker that died is retried through the queue instead).
