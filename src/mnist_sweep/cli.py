@@ -187,6 +187,11 @@ def validate(files: tuple[str, ...]) -> None:
 @click.option("--seed", type=int, default=None, help="Override the seed.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes on this machine.")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (for timing; not recommended).")
+@click.option(
+    "--system-metrics/--no-system-metrics",
+    default=None,
+    help="MLflow's CPU/memory/GPU samples in each trial run (default: on for GPU trials only).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final table.")
 @click.option("--top", type=int, default=5, show_default=True, help="Trials shown in the final table.")
 def run(
@@ -203,6 +208,7 @@ def run(
     seed: int | None,
     workers: int,
     no_tracking: bool,
+    system_metrics: bool | None,
     quiet: bool,
     top: int,
 ) -> None:
@@ -220,6 +226,7 @@ def run(
         experiment=experiment,
         data_dir=data_dir,
         tracking=not no_tracking,
+        system_metrics=system_metrics,
         quiet=quiet,
     )
     if workers != 1:
@@ -540,6 +547,11 @@ def predict(
 @click.option("--limit", type=int, default=None, help="Train on N class-balanced images (quick runs).")
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every trial.")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (for timing; not recommended).")
+@click.option(
+    "--system-metrics/--no-system-metrics",
+    default=None,
+    help="MLflow's CPU/memory/GPU samples in each trial run (default: on for GPU trials only).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final table.")
 @click.option("--top", type=int, default=5, show_default=True, help="Trials shown in the final table.")
 def worker(
@@ -555,6 +567,7 @@ def worker(
     limit: int | None,
     epochs: int | None,
     no_tracking: bool,
+    system_metrics: bool | None,
     quiet: bool,
     top: int,
 ) -> None:
@@ -577,6 +590,7 @@ def worker(
         experiment=experiment,
         data_dir=data_dir,
         tracking=not no_tracking,
+        system_metrics=system_metrics,
         quiet=quiet,
         parent_run_id=parent_run_id,
     )

@@ -30,6 +30,8 @@ from mnist_sweep.contract import (
     ATTR_SAMPLED,
     ATTR_TEST_ACCURACY,
     ATTR_TEST_LOSS,
+    SPLIT_TEST,
+    SPLIT_VALIDATION,
     STATE_COMPLETE,
     STATE_FAIL,
     STATE_PRUNED,
@@ -86,6 +88,7 @@ class TrialContext:
     lineage: Mapping[str, str]
     worker: str
     log_models: bool = True
+    system_metrics: bool = False
     parent_run_id: str | None = None
     on_told: Callable[[], None] = lambda: None
 
@@ -150,12 +153,18 @@ class TrialLifecycle:
         with contextlib.ExitStack() as stack:
             opened = ctx.calls.tracking(
                 lambda: stack.enter_context(
-                    ctx.tracker.run(name=f"trial-{trial.number}", tags=tags, parent_run_id=ctx.parent_run_id)
+                    ctx.tracker.run(
+                        name=f"trial-{trial.number}",
+                        tags=tags,
+                        parent_run_id=ctx.parent_run_id,
+                        system_metrics=ctx.system_metrics,
+                    )
                 )
             )
             run = ResilientRun(opened, ctx.calls.tracking)
             self._set_attr(trial, ATTR_RUN_ID, run.run_id)
             run.log_params({**params.logged(), "dataset": ctx.dataset.name, "limit": ctx.dataset.limit})
+            run.log_inputs(ctx.dataset)
             yield run
 
     def _set_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
@@ -288,7 +297,12 @@ class TrialLifecycle:
             "plots/confusion_matrix.png",
         )
         if ctx.log_models:
-            self._set_attr(trial, ATTR_MODEL_URI, run.log_model(model, example=ctx.dataset.x_test[:2]))
+            model_uri = run.log_model(model, example=ctx.dataset.x_test[:2])
+            self._set_attr(trial, ATTR_MODEL_URI, model_uri)
+            last = result.history[-1] if result.history else {}
+            validation = {key: value for key, value in last.items() if key.startswith("val_")}
+            test = {"test_accuracy": result.test_accuracy, "test_loss": result.test_loss}
+            run.log_model_metrics(model_uri, {SPLIT_VALIDATION: validation, SPLIT_TEST: test}, dataset=ctx.dataset)
 
     # --- telling Optuna ------------------------------------------------------------------
 
