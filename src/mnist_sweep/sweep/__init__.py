@@ -11,7 +11,7 @@ from mnist_sweep._lazy import lazy_exports
 if TYPE_CHECKING:
     from mnist_sweep.sweep._budget import Decision, Tally, decide
     from mnist_sweep.sweep._engine import run_sweep
-    from mnist_sweep.sweep._options import SweepOptions, Trainer, system_metrics_default
+    from mnist_sweep.sweep._options import SweepOptions, Trainer
     from mnist_sweep.sweep._parent import ParentRun, log_space, log_study_artifacts, record_parent_run, study_tags
     from mnist_sweep.sweep._results import SweepResult, TrialSummary, finished_count, summarize, trials_frame
     from mnist_sweep.sweep._study import create_or_load_study
@@ -27,7 +27,6 @@ __getattr__, __all__ = lazy_exports(
         "SweepResult": "_results",
         "Tally": "_budget",
         "Trainer": "_options",
-        "system_metrics_default": "_options",
         "TrialOutcome": "_trial",
         "TrialSummary": "_results",
         "create_or_load_study": "_study",

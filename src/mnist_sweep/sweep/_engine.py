@@ -38,7 +38,7 @@ from mnist_sweep.stores import (
 )
 from mnist_sweep.sweep._budget import Decision, decide, tally
 from mnist_sweep.sweep._calls import RESUME_HINT, Calls
-from mnist_sweep.sweep._options import SweepOptions, Trainer, keras_trainer, system_metrics_default
+from mnist_sweep.sweep._options import SweepOptions, Trainer, keras_trainer
 from mnist_sweep.sweep._parent import Mode, ParentRun
 from mnist_sweep.sweep._recovery import TrialRecovery, Watchdog, end_dead_parents
 from mnist_sweep.sweep._results import SweepResult, finished_count, summarize
@@ -109,9 +109,7 @@ class _Sweep:
                 lineage=lineage,
                 worker=self.worker,
                 log_models=options.log_models,
-                system_metrics=(
-                    system_metrics_default(self.device) if options.system_metrics is None else options.system_metrics
-                ),
+                system_metrics=options.system_metrics,
                 on_told=self._trial_told,
             )
         )

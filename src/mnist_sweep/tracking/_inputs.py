@@ -8,6 +8,7 @@ The hashes cost a pass over the arrays: they are computed once per data set and 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,7 +84,10 @@ def split_inputs(dataset: model.Dataset) -> dict[str, SplitInput]:
     for split, (images, labels) in splits.items():
         sha = split_sha256(images, labels)
         digest = sha[:DIGEST_LENGTH]
-        described = from_numpy(images, targets=labels, source=source, name=dataset.name, digest=digest)
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class twice and warns that a path is ambiguous.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted", UserWarning)
+            described = from_numpy(images, targets=labels, source=source, name=dataset.name, digest=digest)
         entity = Dataset(**described.to_dict())
         tags = {
             INPUT_CONTEXT: split,
