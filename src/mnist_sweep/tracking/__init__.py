@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         run_params,
         run_tags,
         scratch_dir,
+        source_tags,
     )
 
 __getattr__, __all__ = lazy_exports(
@@ -68,6 +69,7 @@ __getattr__, __all__ = lazy_exports(
         "run_params": "_runs",
         "run_tags": "_runs",
         "scratch_dir": "_runs",
+        "source_tags": "_runs",
         "StudyPage": "_links",
         "run_link": "_links",
         "study_runs_page": "_links",
