@@ -354,8 +354,7 @@ def test_a_trials_system_metrics_tab_has_a_chart(site: Site, page: Any) -> None:
 
     box = plot.bounding_box()
     assert box is not None and box["width"] > 150 and box["height"] > 150
-    section = page.get_by_text(re.compile(r"^System metrics \(\d+\)$")).first.inner_text()
-    assert int(section.split("(")[1].rstrip(")")) >= 6  # CPU, memory, disk, network; GPU ones with pynvml
+    assert page.locator(".js-plotly-plot").count() >= 3  # CPU, disk, network, ... (GPU ones with pynvml)
     assert re.match(r"M[\d.]+,[\d.]+L[\d.]+,[\d.]+", page.locator("path.js-line").first.get_attribute("d") or "")
     shoot(page, "mlflow-trial-system-metrics")
 
