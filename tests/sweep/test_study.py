@@ -90,7 +90,7 @@ def test_three_trial_sweep_logs_parent_and_nested_runs(tmp_path: Path) -> None:
     for model in models:
         linked = {(m.key, m.dataset_name, m.dataset_digest) for m in model.metrics if m.dataset_digest}
         assert ("test_accuracy", "mnist", test_digest) in linked and ("test_loss", "mnist", test_digest) in linked
-        assert {key for key, _, digest in linked if digest != test_digest} >= {"val_accuracy", "val_loss"}
+        assert {key for key, _, digest in linked if digest != test_digest} >= {"final_val_accuracy", "final_val_loss"}
 
 
 def test_logged_model_loads_and_predicts(tmp_path: Path, tiny_mnist: Any) -> None:

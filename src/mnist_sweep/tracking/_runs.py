@@ -410,6 +410,8 @@ class Tracker:
 
     def _system_metrics(self, run_id: str) -> Any:
         """MLflow's own monitor on ``run_id``, started; None (with a warning) when it cannot run."""
+        # MLflow announces every start and stop at INFO on the console, amid the sweep's progress bars.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
