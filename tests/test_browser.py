@@ -360,14 +360,15 @@ def test_a_trials_system_metrics_tab_has_a_chart(site: Site, page: Any) -> None:
 
 
 def test_the_models_view_lists_every_trials_model_with_its_test_accuracy(site: Site, page: Any) -> None:
-    page.set_viewport_size({"width": 2600, "height": 900})  # the grid renders only the columns in view
+    page.set_viewport_size({"width": 3200, "height": 900})  # the grid renders only the columns in view
     page.goto(
         f"{site.mlflow_url}/#/experiments/{site.experiment_id}/models?workflowType=machine_learning", wait_until="load"
     )
     # Columns per (metric, dataset); the cells' col-id holds the key as escaped JSON, so match on parts.
     cells = page.locator(f'[role="row"] [col-id*="test_accuracy"][col-id*="{site.digests["test"]}"]')
+    page.get_by_text("Source run", exact=True).first.wait_for()
+    close_mlflow_assistant(page)  # its panel would cover the metric columns
     cells.nth(3).wait_for()  # the header and one row per trial
-    close_mlflow_assistant(page)
 
     shown = sorted(float(text) for text in cells.all_inner_texts()[1:])
     assert shown == pytest.approx(sorted(site.test_accuracy.values()))
