@@ -147,6 +147,7 @@ def run_timed(
     data_dir: str,
     tracking: bool,
     init_store: bool = True,
+    system_metrics: bool = True,
 ) -> tuple[SweepRun, float]:
     """Run ``space`` in fresh stores under ``root``; return the run and the untimed store set-up seconds.
 
@@ -157,7 +158,14 @@ def run_timed(
 
     storage, tracking_uri = fresh_stores(root, label)
     setup = init_mlflow_store(tracking_uri) if tracking and init_store else 0.0
-    options = SweepOptions(storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, tracking=tracking, quiet=True)
+    options = SweepOptions(
+        storage=storage,
+        tracking_uri=tracking_uri,
+        data_dir=data_dir,
+        tracking=tracking,
+        quiet=True,
+        system_metrics=system_metrics,
+    )
     started, cpu_started = time.perf_counter(), time.process_time()
     result = run_sweep(space, options)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started

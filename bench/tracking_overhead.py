@@ -18,6 +18,10 @@ reported beside the wall-time ratio: on a machine shared with other jobs it is t
 
     .venv/bin/python bench/tracking_overhead.py [--rounds 3] [--trials 5] [--epochs 2] [--limit N]
     .venv/bin/python bench/tracking_overhead.py --quick
+    .venv/bin/python bench/tracking_overhead.py --system-metrics   # what MLflow's system metrics add
+
+``--system-metrics`` compares tracking with MLflow's system metrics in every trial run ("on")
+against the same tracking without them ("off"): the cost of the monitor alone.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ def instrument() -> StepTimer:
 
     from mnist_sweep.display import plots
     from mnist_sweep.model import _build as models
+    from mnist_sweep.tracking import _runs
     from mnist_sweep.tracking._runs import RunHandle, Tracker
 
     timer = StepTimer()
@@ -119,6 +124,10 @@ def instrument() -> StepTimer:
     timer.wrap(MlflowClient, "create_run", "runs: create + terminate")
     timer.wrap(Tracker, "_end", "runs: create + terminate")
     timer.wrap(Tracker, "_get_or_create_experiment", "experiment lookup")
+    timer.wrap(Tracker, "_system_metrics", "system metrics: start + finish monitor")
+    timer.wrap(_runs, "_finish", "system metrics: start + finish monitor")
+    timer.wrap(RunHandle, "log_inputs", "dataset inputs")
+    timer.wrap(RunHandle, "log_model_metrics", "model metrics")
     timer.wrap(plots, "study_plots", "parent run: study plots (draw)")
     timer.wrap(RunHandle, "log_text", "parent run: config text + CSV")
     timer.wrap(RunHandle, "log_file", "parent run: config text + CSV")
@@ -134,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
     parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding mnist/ (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: 1 round, 2 trials, 1 epoch, limit 1000")
+    parser.add_argument(
+        "--system-metrics",
+        action="store_true",
+        help="compare tracking with system metrics ('on') against tracking without them ('off')",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.trials, args.epochs, args.limit = 1, 2, 1, 1000
@@ -166,16 +180,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     timer = instrument()
     sides = {"on": True, "off": False}
+    # (tracking, system metrics) per side
+    configs = (
+        {"on": (True, True), "off": (True, False)}
+        if args.system_metrics
+        else {"on": (True, None), "off": (False, None)}
+    )
+    if args.system_metrics:
+        print("comparing: on = tracking + system metrics in every trial run, off = tracking without them\n")
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
         root = Path(tmp)
         warm = {}
-        for name, tracking in sides.items():
+        for name in sides:
             run, _ = run_timed(
                 f"warmup-{name}",
                 space("warmup", n_trials=1, epochs=1, limit=1000),
                 root=root,
                 data_dir=args.data_dir,
-                tracking=tracking,
+                tracking=configs[name][0],
+                system_metrics=configs[name][1],
             )
             warm[name] = run.seconds
         print(
@@ -202,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                     space(f"overhead-r{round_number}", n_trials=args.trials, epochs=args.epochs, limit=args.limit),
                     root=root,
                     data_dir=args.data_dir,
-                    tracking=sides[name],
+                    tracking=configs[name][0],
+                    system_metrics=configs[name][1],
                 )
                 timer.active = False
                 if sides[name]:

@@ -81,6 +81,10 @@ class Site:
     trial_runs: dict[str, str]  # run name (trial-N) -> run id
     best_run_id: str
     mlflow_url: str
+    study_url: str  # what `mnist-sweep ui` printed
+    commit: str
+    digests: dict[str, str]  # split (train, validation, test) -> dataset digest
+    test_accuracy: dict[str, float]  # trial run id -> its test accuracy
     dashboard_url: str
     report: Path
 
@@ -138,7 +142,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[S
     (folder / "looks.yaml").write_text(SPACE)
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MNIST_SWEEP_DATA_DIR": str(data_dir)}
-    for command in (mnist_sweep("run", "looks.yaml", "--quiet"), mnist_sweep("report", "looks", "--out", "report")):
+    run = mnist_sweep("run", "looks.yaml", "--quiet", "--system-metrics")
+    for command in (run, mnist_sweep("report", "looks", "--out", "report")):
         done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=900, check=False)
         assert done.returncode == 0, f"{command}:\n{done.stdout}\n{done.stderr[-3000:]}"
 
@@ -168,6 +173,13 @@ def site(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[S
         wait_until_serving(f"http://127.0.0.1:{dashboard_port}/dashboard/", servers[1], dashboard_log)
         printed = re.search(r"optuna-dashboard on (\S+)", dashboard_log.read_text())
         assert printed, dashboard_log.read_text()
+        study_url = re.search(r"^study 'looks': (\S+)$", ui_log.read_text(), re.MULTILINE)
+        assert study_url, ui_log.read_text()
+        trial_run = client.get_run(next(iter(trials.values())))
+        digests = {
+            next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset.digest
+            for i in trial_run.inputs.dataset_inputs
+        }
         yield Site(
             folder=folder,
             experiment_id=str(experiment.experiment_id),
@@ -175,6 +187,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[S
             trial_runs=trials,
             best_run_id=parent.data.tags["mnist_sweep.best_run_id"],
             mlflow_url=mlflow_url,
+            study_url=study_url.group(1),
+            commit=trial_run.data.tags["mlflow.source.git.commit"],
+            digests=digests,
+            test_accuracy={
+                r.info.run_id: r.data.metrics["test_accuracy"] for r in runs if r.info.run_id in trials.values()
+            },
             dashboard_url=printed.group(1),
             report=folder / "report" / "report.html",
         )
@@ -290,6 +308,72 @@ def test_the_report_opens_from_the_study_runs_artifacts(site: Site, page: Any) -
     assert images.count() == len(REPORT_FILES) - 1
     widths = [images.nth(i).evaluate("img => img.complete && img.naturalWidth") for i in range(images.count())]
     assert all(isinstance(w, int) and w > 300 for w in widths), widths  # inlined: no request leaves the iframe
+
+
+def test_the_printed_url_lands_on_the_studys_trials_sorted_by_the_objective(site: Site, page: Any) -> None:
+    assert site.study_url.startswith(f"{site.mlflow_url}/#/experiments/{site.experiment_id}/runs?")
+    page.set_viewport_size({"width": 2600, "height": 900})  # the grid renders only the columns in view
+    page.goto(site.study_url, wait_until="load")
+    names = page.locator(f'[role="row"] {RUN_NAME_CELL} a')
+    names.first.wait_for()
+    close_mlflow_assistant(page)
+    page.get_by_text("3 matching runs").wait_for()
+
+    shown = names.all_inner_texts()
+    assert sorted(shown) == sorted(site.trial_runs)  # the trials, flat: not nested under a collapsed parent
+    values = [
+        float(v) for v in page.locator('[role="row"] [col-id="metrics.`final_val_accuracy`"]').all_inner_texts()[1:]
+    ]
+    assert values == sorted(values, reverse=True) and len(values) == 3  # sorted by the objective, best first
+    assert page.get_by_text("Agent versions").count() == 0  # the model-training view, not the GenAI one
+    for column in ("Dataset", "Source", "Version", "Models", "test_accuracy", "activation", "depth"):
+        assert page.locator('[role="columnheader"]', has_text=column).first.is_visible(), column
+    datasets = page.locator('[role="row"] [col-id="attributes.`Dataset`"]').all_inner_texts()[1:]
+    assert all(f"mnist ({site.digests['train']})" in cell for cell in datasets), datasets
+    sources = page.locator('[role="row"] [col-id="attributes.`Source`"]').all_inner_texts()[1:]
+    assert sources == ["mnist-sweep"] * 3
+    versions = page.locator('[role="row"] [col-id="attributes.`Version`"]').all_inner_texts()[1:]
+    assert versions == [site.commit[:6]] * 3  # MLflow shows the commit's first 6 characters
+    assert all(
+        cell.strip() == "model"
+        for cell in page.locator('[role="row"] [col-id="attributes.`Models`"]').all_inner_texts()[1:]
+    )
+    shoot(page, "mlflow-study-page")
+
+
+def test_a_trials_system_metrics_tab_has_a_chart(site: Site, page: Any) -> None:
+    run = site.best_run_id
+    page.goto(f"{site.mlflow_url}/#/experiments/{site.experiment_id}/runs/{run}/system-metrics", wait_until="load")
+    close_mlflow_assistant(page)
+    page.get_by_text("cpu_utilization_percentage", exact=True).first.wait_for()
+    legend = page.get_by_text("(system/cpu_utilization_percentage)").first  # the chart's legend names the run
+    legend.wait_for()
+    plot = page.locator(".js-plotly-plot svg.main-svg").first
+    plot.wait_for()
+    page.locator("path.js-line").first.wait_for(state="attached")
+
+    box = plot.bounding_box()
+    assert box is not None and box["width"] > 150 and box["height"] > 150
+    assert page.locator(".js-plotly-plot").count() >= 3  # CPU, disk, network, ... (GPU ones with pynvml)
+    assert re.match(r"M[\d.]+,[\d.]+L[\d.]+,[\d.]+", page.locator("path.js-line").first.get_attribute("d") or "")
+    shoot(page, "mlflow-trial-system-metrics")
+
+
+def test_the_models_view_lists_every_trials_model_with_its_test_accuracy(site: Site, page: Any) -> None:
+    page.set_viewport_size({"width": 3200, "height": 900})  # the grid renders only the columns in view
+    page.goto(
+        f"{site.mlflow_url}/#/experiments/{site.experiment_id}/models?workflowType=machine_learning", wait_until="load"
+    )
+    # Columns per (metric, dataset); the cells' col-id holds the key as escaped JSON, so match on parts.
+    cells = page.locator(f'[role="row"] [col-id*="test_accuracy"][col-id*="{site.digests["test"]}"]')
+    page.get_by_text("Source run", exact=True).first.wait_for()
+    close_mlflow_assistant(page)  # its panel would cover the metric columns
+    cells.nth(3).wait_for()  # the header and one row per trial
+
+    shown = sorted(float(text) for text in cells.all_inner_texts()[1:])
+    assert shown == pytest.approx(sorted(site.test_accuracy.values()))
+    assert page.get_by_text(f"mnist (#{site.digests['test']})").first.is_visible()  # grouped by the test dataset
+    shoot(page, "mlflow-models-test-accuracy")
 
 
 # --------------------------------------------------------------------------- optuna-dashboard

@@ -206,6 +206,12 @@ def validate(files: tuple[str, ...]) -> None:
     help="Workers sharing each GPU; alone it means that many per GPU, with --workers they are spread evenly.",
 )
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (for timing; not recommended).")
+@click.option(
+    "--system-metrics/--no-system-metrics",
+    default=True,
+    show_default=True,
+    help="MLflow's CPU/memory (GPU with pynvml) samples in each trial run, every second.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final table.")
 @click.option("--top", type=int, default=5, show_default=True, help="Trials shown in the final table.")
 def run(
@@ -223,6 +229,7 @@ def run(
     workers: int | None,
     workers_per_gpu: int | None,
     no_tracking: bool,
+    system_metrics: bool,
     quiet: bool,
     top: int,
 ) -> None:
@@ -241,6 +248,7 @@ def run(
         experiment=experiment,
         data_dir=data_dir,
         tracking=not no_tracking,
+        system_metrics=system_metrics,
         quiet=quiet,
     )
     if workers is None and workers_per_gpu is None:
@@ -256,21 +264,51 @@ def run(
 
 
 @main.command()
+@click.argument("study", metavar="[STUDY]", required=False)
 @tracking_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (keep it local unless needed).")
 @click.option("--port", type=int, default=5000, show_default=True)
-def ui(tracking_uri: str | None, host: str, port: int) -> None:
-    """Start the MLflow UI on the same store the sweeps log to."""
-    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
+@click.option("--open", "open_browser", is_flag=True, help="Open the study's page in a web browser.")
+def ui(study: str | None, tracking_uri: str | None, host: str, port: int, open_browser: bool) -> None:
+    """Start the MLflow UI on the sweeps' store and print the URL of STUDY's runs (default: the latest study).
+
+    The page lists the study's trial runs sorted by its objective, with the searched params,
+    dataset, source, model and test accuracy as columns. With an http(s) --tracking-uri the
+    server is already running: the URL is printed (and opened) and nothing is started.
+    """
+    import subprocess
+    import webbrowser
+
+    from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri, study_runs_page, ui_base_url
 
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    base = ui_base_url(uri, host=host, port=port)
+    page = study_runs_page(study, tracking_uri=uri, base_url=base)
+    url = page.url if page is not None else base
+    click.echo(f"study {page.study!r}: {url}" if page is not None else f"no study yet: {url}")
     if uri.startswith(("http://", "https://")):
-        raise click.UsageError(f"{uri} is already a tracking server: open it in a browser")
+        if open_browser:
+            webbrowser.open(url)
+        return
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///"):
         command += ["--default-artifact-root", str(Path("mlruns").resolve())]
-    click.echo(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop", err=True)
-    os.execv(sys.executable, command)
+    click.echo(f"MLflow UI on {base} (store {uri}); Ctrl-C to stop", err=True)
+    if not open_browser:
+        sys.stdout.flush()  # exec does not flush Python's buffers: the URL would be lost in a pipe
+        sys.stderr.flush()
+        os.execv(sys.executable, command)
+    from mnist_sweep.tracking.server import wait_until_up
+
+    server = subprocess.Popen(command)
+    try:
+        if wait_until_up(f"{base}/health", server):
+            webbrowser.open(url)
+        server.wait()
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
 
 
 # --------------------------------------------------------------------------- nightly
@@ -437,9 +475,12 @@ def status(study_name: str, storage: str | None, tracking_uri: str | None, as_js
     import json
 
     from mnist_sweep.app import format_status, resolve_storage, study_status
+    from mnist_sweep.tracking import ui_base_url
 
     found = study_status(study_name, resolve_storage(storage, tracking_uri))
-    click.echo(json.dumps(found.to_dict(), indent=2) if as_json else format_status(found))
+    click.echo(
+        json.dumps(found.to_dict(), indent=2) if as_json else format_status(found, ui_url=ui_base_url(tracking_uri))
+    )
 
 
 @main.command()
@@ -452,9 +493,12 @@ def best(study_name: str, storage: str | None, tracking_uri: str | None, as_json
     import json
 
     from mnist_sweep.app import best_trial, format_best, resolve_storage
+    from mnist_sweep.tracking import ui_base_url
 
     found = best_trial(study_name, resolve_storage(storage, tracking_uri))
-    click.echo(json.dumps(found.to_dict(), indent=2) if as_json else format_best(found))
+    click.echo(
+        json.dumps(found.to_dict(), indent=2) if as_json else format_best(found, ui_url=ui_base_url(tracking_uri))
+    )
 
 
 @main.command()
@@ -561,6 +605,12 @@ def predict(
 @click.option("--limit", type=int, default=None, help="Train on N class-balanced images (quick runs).")
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every trial.")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (for timing; not recommended).")
+@click.option(
+    "--system-metrics/--no-system-metrics",
+    default=True,
+    show_default=True,
+    help="MLflow's CPU/memory (GPU with pynvml) samples in each trial run, every second.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the final table.")
 @click.option("--top", type=int, default=5, show_default=True, help="Trials shown in the final table.")
 def worker(
@@ -576,6 +626,7 @@ def worker(
     limit: int | None,
     epochs: int | None,
     no_tracking: bool,
+    system_metrics: bool,
     quiet: bool,
     top: int,
 ) -> None:
@@ -599,6 +650,7 @@ def worker(
         experiment=experiment,
         data_dir=data_dir,
         tracking=not no_tracking,
+        system_metrics=system_metrics,
         quiet=quiet,
         parent_run_id=parent_run_id,
     )

@@ -138,6 +138,38 @@ TAG_NIGHT_PROMOTION: Final = "mnist_sweep.night_promotion"
 TAG_NIGHT_REPORTED: Final = "mnist_sweep.night_reported"
 """``true`` once the night's report is logged (a re-run with nothing new keeps it)."""
 
+TAG_GIT_DIRTY: Final = "mnist_sweep.git_dirty"
+"""``true`` when the checkout had uncommitted changes (``mlflow.source.git.commit`` alone would hide them)."""
+TAG_TRAIN_LIMIT: Final = "mnist_sweep.train_limit"
+"""The ``train_limit`` that cut only the training split, when one did."""
+
+# --------------------------------------------------------------------------- MLflow's own run tags (read by its UI)
+
+MLFLOW_SOURCE_NAME: Final = "mlflow.source.name"
+"""What produced the run (``mnist-sweep``): the Source column."""
+MLFLOW_SOURCE_TYPE: Final = "mlflow.source.type"
+"""MLflow's source kind; ``LOCAL`` for a command run on this machine."""
+MLFLOW_SOURCE_GIT_COMMIT: Final = "mlflow.source.git.commit"
+"""The checkout's commit: the Source column shows its first characters."""
+MLFLOW_SHARED_VIEW_PREFIX: Final = "mlflow.sharedViewState."
+"""Experiment tag prefix of a saved runs-table view (the UI's ``viewStateShareKey`` URL parameter)."""
+
+# --------------------------------------------------------------------------- dataset-input tags (MLflow datasets)
+# Each trial run logs three inputs, one per split, all named after the data set (``mnist``), each
+# with its own digest: the first DIGEST_LENGTH hex digits of the split's SHA-256.
+
+INPUT_CONTEXT: Final = "mlflow.data.context"
+"""MLflow's input tag for the role of a dataset in a run: ``train``, ``validation`` or ``test``."""
+INPUT_SHA256: Final = "mnist_sweep.split_sha256"
+"""The split's full SHA-256 (images then labels, as trained on); the digest is its prefix."""
+INPUT_IMAGES: Final = "mnist_sweep.images"
+"""How many images the split has."""
+INPUT_SOURCE_SHA256: Final = "mnist_sweep.source_sha256"
+"""SHA-256 of the data files the split was cut from (the run's ``mnist_sweep.data_sha256``)."""
+SPLIT_TRAIN: Final = "train"
+SPLIT_VALIDATION: Final = "validation"
+SPLIT_TEST: Final = "test"
+
 # --------------------------------------------------------------------------- model-version tags (registry)
 # A promoted version also carries TAG_STUDY, TAG_TRIAL_NUMBER, TAG_STORAGE, TAG_OBJECTIVE,
 # TAG_DATASET, TAG_DATA_SHA256, TAG_VERSION and TAG_GIT_COMMIT, and ``TAG_PREFIX + <metric>``

@@ -74,6 +74,24 @@ def test_three_trial_sweep_logs_parent_and_nested_runs(tmp_path: Path) -> None:
     assert "config/tiny.yaml" in config
     assert parent.data.tags["mnist_sweep.best_run_id"] in {r.info.run_id for r in children}
 
+    # The trials' logged models carry the final metrics, linked to the split's dataset, and rank by them.
+    models = c.search_logged_models(
+        [parent.info.experiment_id], order_by=[{"field_name": "metrics.test_accuracy", "ascending": False}]
+    )
+    assert len(models) == 3
+    by_run = {r.info.run_id: r for r in children}
+    ranked = [by_run[m.source_run_id].data.metrics["test_accuracy"] for m in models]
+    assert ranked == sorted(ranked, reverse=True)
+    test_digest = next(
+        i.dataset.digest
+        for i in children[0].inputs.dataset_inputs
+        if any(t.key == "mlflow.data.context" and t.value == "test" for t in i.tags)
+    )
+    for model in models:
+        linked = {(m.key, m.dataset_name, m.dataset_digest) for m in model.metrics if m.dataset_digest}
+        assert ("test_accuracy", "mnist", test_digest) in linked and ("test_loss", "mnist", test_digest) in linked
+        assert {key for key, _, digest in linked if digest != test_digest} >= {"final_val_accuracy", "final_val_loss"}
+
 
 def test_logged_model_loads_and_predicts(tmp_path: Path, tiny_mnist: Any) -> None:
     import mlflow.pyfunc

@@ -87,3 +87,31 @@ def test_train_limit_cuts_only_the_training_split(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("train_limit: 100", "train_limit: 100\nlimit: 300"))
     with pytest.raises(ConfigError, match="train_limit: give limit"):
         load_space(path)
+
+
+def test_trial_runs_log_each_split_as_an_mlflow_dataset_and_mlflow_source_tags(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    space = load_space(write_space(tmp_path, n_trials=1))
+    result = run_sweep(space, options(tmp_path, system_metrics=False), trainer=fake_trainer([]))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(result.trials[0].run_id or "")
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i for i in run.inputs.dataset_inputs}
+
+    assert sorted(inputs) == ["test", "train", "validation"]
+    assert len({i.dataset.digest for i in inputs.values()}) == 3  # else MLflow merges them
+    for split, found in inputs.items():
+        tags = {t.key: t.value for t in found.tags}
+        assert found.dataset.name == "mnist" and len(found.dataset.digest) <= 36
+        assert (
+            tags["mnist_sweep.split_sha256"].startswith(found.dataset.digest)
+            and len(tags["mnist_sweep.split_sha256"]) == 64
+        )
+        assert tags["mnist_sweep.limit"] == str(space.limit), split
+        assert int(tags["mnist_sweep.images"]) > 0
+        assert found.dataset.source_type == "local" and "mnist" in found.dataset.source
+    parent = client.get_run(result.parent_run_id or "")
+    for tags in (run.data.tags, parent.data.tags):
+        assert tags["mlflow.source.name"] == "mnist-sweep" and tags["mlflow.source.type"] == "LOCAL"
+        assert len(tags["mlflow.source.git.commit"]) == 40 and tags["mnist_sweep.git_dirty"] in ("true", "false")
+    assert not [k for k in run.data.metrics if k.startswith("system/")]  # --no-system-metrics

@@ -250,8 +250,10 @@ def list_studies(storage: str) -> list[StudyOverview]:
 # --------------------------------------------------------------------------- text
 
 
-def format_best(best: BestTrial) -> str:
-    """``mnist-sweep best`` as text."""
+def format_best(best: BestTrial, *, ui_url: str | None = None) -> str:
+    """``mnist-sweep best`` as text; with ``ui_url`` (the MLflow UI), a direct link to the trial's run."""
+    from mnist_sweep.tracking import run_link
+
     lines = [
         f"study {best.study!r}: best trial {best.number} ({best.direction} {best.metric}: {_num(best.value)})",
         f"  dataset:    {best.dataset or '-'}",
@@ -262,13 +264,20 @@ def format_best(best: BestTrial) -> str:
         f"  MLflow run: {best.run_id or '-'}",
         f"  model URI:  {best.model_uri or '- (no model logged)'}",
     ]
+    if ui_url and best.run_id:
+        lines.append(f"  open:       {run_link(ui_url, best.run_id)}")
     if best.duplicate_of is not None:
         lines.append(f"  (same params as trial {best.duplicate_of}: its result and model were reused)")
     return "\n".join(lines)
 
 
-def format_status(status: StudyStatus) -> str:
-    """``mnist-sweep status`` as text."""
+def format_status(status: StudyStatus, *, ui_url: str | None = None) -> str:
+    """``mnist-sweep status`` as text; with ``ui_url`` (the MLflow UI), direct links to the runs shown."""
+    from mnist_sweep.tracking import run_link
+
+    def link(run_id: str | None) -> list[str]:
+        return [f"    {run_link(ui_url, run_id)}"] if ui_url and run_id else []
+
     lines = [
         f"study {status.study!r} ({status.storage}): {status.dataset or '-'}, {status.direction} {status.metric}",
         f"trials: {status.total} ({_counts_text(status.counts)})",
@@ -287,6 +296,7 @@ def format_status(status: StudyStatus) -> str:
             + f", MLflow run {best.run_id or '-'}"
         )
         lines.append(f"  params: {json.dumps(dict(best.params), sort_keys=True, default=str)}")
+        lines += link(best.run_id)
     if status.running:
         lines.append("running now:")
         for t in status.running:
@@ -294,6 +304,7 @@ def format_status(status: StudyStatus) -> str:
             last = f", last {status.metric} {_num(t.last_value)}" if t.last_value is not None else ""
             where = f", on {t.device}" if t.device else ""
             lines.append(f"  trial {t.number}: {seconds}, {t.epochs} epochs reported{last}{where}")
+            lines += link(t.run_id)
     else:
         lines.append("running now: none")
     return "\n".join(lines)

@@ -65,3 +65,11 @@ class ResilientRun:
 
     def log_model(self, model: Any, *, example: Any) -> str:
         return str(self._retry(lambda: self.raw.log_model(model, example=example)))
+
+    def log_inputs(self, dataset: Any) -> None:
+        self._retry(lambda: self.raw.log_inputs(dataset))
+
+    def log_model_metrics(
+        self, model_uri: str, metrics: Mapping[str, Mapping[str, float | None]], *, dataset: Any
+    ) -> None:
+        self._retry(lambda: self.raw.log_model_metrics(model_uri, metrics, dataset=dataset))

@@ -117,6 +117,7 @@ class _Sweep:
                 lineage=lineage,
                 worker=self.worker,
                 log_models=options.log_models,
+                system_metrics=options.system_metrics,
                 on_told=self._trial_told,
             )
         )

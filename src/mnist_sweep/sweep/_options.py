@@ -17,6 +17,8 @@ class SweepOptions:
     ``worker``: one of several processes sharing the study (joins the study's parent run,
     reseeds its sampler). ``parent_run_id`` with ``worker``: nest under that run without
     ending it (whoever created it ends it); without ``worker``: reopen that run and own it.
+    ``system_metrics``: MLflow's CPU/memory (and GPU, with pynvml) samples in every trial run; on by
+    default, since they cost about 0.03 s per trial (BENCHMARKS.md).
     Heartbeats need no option: they are always on for PostgreSQL/MySQL storages and
     impossible on the others.
     """
@@ -28,6 +30,7 @@ class SweepOptions:
     tracking: bool = True
     quiet: bool = False
     log_models: bool = True
+    system_metrics: bool = True
     parent_run_id: str | None = None
     worker: bool = False
 

@@ -58,8 +58,11 @@ RunLike = Any  # RunHandle | NullRun | ResilientRun: the same logging methods
 
 
 def study_tags(space: SearchSpace, storage: str) -> dict[str, Any]:
-    """The parent run's tags that describe the study (no TensorFlow needed to compute them)."""
+    """The parent run's tags that describe the study and its source (no TensorFlow needed to compute them)."""
+    from mnist_sweep.tracking import source_tags
+
     return {
+        **source_tags(),
         TAG_STUDY: space.study_name,
         TAG_ROLE: ROLE_STUDY,
         TAG_DATASET: space.dataset,

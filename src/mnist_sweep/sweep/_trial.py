@@ -30,6 +30,8 @@ from mnist_sweep.contract import (
     ATTR_SAMPLED,
     ATTR_TEST_ACCURACY,
     ATTR_TEST_LOSS,
+    SPLIT_TEST,
+    SPLIT_VALIDATION,
     STATE_COMPLETE,
     STATE_FAIL,
     STATE_PRUNED,
@@ -86,6 +88,7 @@ class TrialContext:
     lineage: Mapping[str, str]
     worker: str
     log_models: bool = True
+    system_metrics: bool = False
     parent_run_id: str | None = None
     on_told: Callable[[], None] = lambda: None
 
@@ -150,12 +153,18 @@ class TrialLifecycle:
         with contextlib.ExitStack() as stack:
             opened = ctx.calls.tracking(
                 lambda: stack.enter_context(
-                    ctx.tracker.run(name=f"trial-{trial.number}", tags=tags, parent_run_id=ctx.parent_run_id)
+                    ctx.tracker.run(
+                        name=f"trial-{trial.number}",
+                        tags=tags,
+                        parent_run_id=ctx.parent_run_id,
+                        system_metrics=ctx.system_metrics,
+                    )
                 )
             )
             run = ResilientRun(opened, ctx.calls.tracking)
             self._set_attr(trial, ATTR_RUN_ID, run.run_id)
             run.log_params({**params.logged(), "dataset": ctx.dataset.name, "limit": ctx.dataset.limit})
+            run.log_inputs(ctx.dataset)
             yield run
 
     def _set_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
@@ -264,15 +273,15 @@ class TrialLifecycle:
         self._set_attr(trial, ATTR_TEST_ACCURACY, result.test_accuracy)
         self._set_attr(trial, ATTR_TEST_LOSS, result.test_loss)
         self._set_attr(trial, ATTR_PARAM_COUNT, result.param_count)
-        run.log_metrics(
-            {
-                "test_loss": result.test_loss,
-                "test_accuracy": result.test_accuracy,
-                f"final_{metric}": value,
-                "param_count": result.param_count,
-                "train_seconds": result.wall_seconds,
-            }
-        )
+        last = result.history[-1] if result.history else {}
+        test = {"test_loss": result.test_loss, "test_accuracy": result.test_accuracy}
+        validation = {f"final_{key}": v for key, v in last.items() if key.startswith("val_")}
+        validation[f"final_{metric}"] = value
+        # With a logged model, the final metrics go out once, linked to it and to their split's dataset
+        # (MLflow adds them to the run too; logging them twice would put two points in each history).
+        linked = ctx.tracker.enabled and result.model is not None and ctx.log_models
+        finals = {} if linked else {**test, f"final_{metric}": value}
+        run.log_metrics({**finals, "param_count": result.param_count, "train_seconds": result.wall_seconds})
         run.set_tags({TAG_STATE: STATE_COMPLETE})
         if not ctx.tracker.enabled or result.model is None:
             return
@@ -287,8 +296,10 @@ class TrialLifecycle:
             plots.confusion_matrix(ctx.dataset.y_test, predicted, ctx.dataset.class_names, title=f"{title} (test)"),
             "plots/confusion_matrix.png",
         )
-        if ctx.log_models:
-            self._set_attr(trial, ATTR_MODEL_URI, run.log_model(model, example=ctx.dataset.x_test[:2]))
+        if linked:
+            model_uri = run.log_model(model, example=ctx.dataset.x_test[:2])
+            self._set_attr(trial, ATTR_MODEL_URI, model_uri)
+            run.log_model_metrics(model_uri, {SPLIT_VALIDATION: validation, SPLIT_TEST: test}, dataset=ctx.dataset)
 
     # --- telling Optuna ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from mnist_sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mnist_sweep.tracking._links import StudyPage, run_link, study_runs_page, ui_base_url
     from mnist_sweep.tracking._registry import (
         Champion,
         Registry,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         run_params,
         run_tags,
         scratch_dir,
+        source_tags,
     )
 
 __getattr__, __all__ = lazy_exports(
@@ -69,5 +71,10 @@ __getattr__, __all__ = lazy_exports(
         "run_params": "_runs",
         "run_tags": "_runs",
         "scratch_dir": "_runs",
+        "source_tags": "_runs",
+        "StudyPage": "_links",
+        "run_link": "_links",
+        "study_runs_page": "_links",
+        "ui_base_url": "_links",
     },
 )

@@ -23,21 +23,28 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__
 from mnist_sweep.contract import (
+    MLFLOW_SOURCE_GIT_COMMIT,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
     TAG_DATA_SHA256,
     TAG_DEVICE,
     TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
     TAG_HOST,
     TAG_MODEL_URI,
     TAG_SEED,
     TAG_VERSION,
 )
 from mnist_sweep.errors import ConfigError, TrackingError, first_line
+from mnist_sweep.tracking._inputs import split_inputs
 
 if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
     from mlflow.entities import Run
+
+    from mnist_sweep.model import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,10 @@ RUN_NAME_TAG = "mlflow.runName"
 MODEL_ARTIFACT = "model"
 # Explicit requirements: inferring them costs ~5 s per logged model (see PITFALLS.md).
 MODEL_REQUIREMENTS = ("tensorflow", "keras", "numpy")
+SOURCE_NAME = "mnist-sweep"
+SOURCE_TYPE = "LOCAL"  # MLflow's SourceType for a command run on this machine
+SYSTEM_METRICS_INTERVAL = 1.0
+"""Seconds between system-metric samples: MLflow's default 10 s publishes nothing for a 5-s trial."""
 
 
 def default_tracking_uri() -> str:
@@ -114,16 +125,34 @@ def preflight_tracking(uri: str) -> None:
         )
 
 
-def git_commit() -> str | None:
-    """The project checkout's commit, when it runs from a git checkout."""
+def _git(*args: str) -> str | None:
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """The project checkout's commit, when it runs from a git checkout."""
+    return _git("rev-parse", "HEAD") or None
+
+
+def git_dirty() -> bool | None:
+    """Whether that checkout has uncommitted changes to tracked files (None outside a checkout)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own ``mlflow.source.*`` tags (the UI's Source column), plus whether the checkout was dirty."""
+    tags = {MLFLOW_SOURCE_NAME: SOURCE_NAME, MLFLOW_SOURCE_TYPE: SOURCE_TYPE}
+    commit = git_commit()
+    if commit:
+        tags[MLFLOW_SOURCE_GIT_COMMIT] = commit
+        tags[TAG_GIT_DIRTY] = str(bool(git_dirty())).lower()
+    return tags
 
 
 def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
@@ -145,9 +174,9 @@ def lineage_tags(*, data_sha256: str, seed: int, device: str) -> dict[str, str]:
         "versions.mlflow": mlflow.__version__,
         "versions.python": platform.python_version(),
     }
-    commit = git_commit()
-    if commit:
-        tags[TAG_GIT_COMMIT] = commit
+    tags.update(source_tags())
+    if MLFLOW_SOURCE_GIT_COMMIT in tags:
+        tags[TAG_GIT_COMMIT] = tags[MLFLOW_SOURCE_GIT_COMMIT]  # what the registry gate and nightly read
     return tags
 
 
@@ -166,6 +195,14 @@ def process_tracking_uri(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def _finish(monitor: Any) -> None:
+    if monitor is not None:
+        try:
+            monitor.finish()
+        except Exception as exc:  # losing a few samples must not change how the run ends
+            log.warning("system metrics: %s", first_line(exc))
 
 
 def _status_for(exc: BaseException | None) -> str:
@@ -257,6 +294,39 @@ class RunHandle:
         self.set_tags({TAG_MODEL_URI: info.model_uri})
         return str(info.model_uri)
 
+    def log_inputs(self, dataset: Dataset) -> None:
+        """The training, validation and test splits as MLflow datasets (the UI's Dataset column)."""
+        self.client.log_inputs(self.run_id, datasets=[split.entity for split in split_inputs(dataset).values()])
+
+    def log_model_metrics(
+        self, model_uri: str, metrics: Mapping[str, Mapping[str, float | None]], *, dataset: Dataset
+    ) -> None:
+        """``{split: {name: value}}`` against logged model ``model_uri``, each linked to its split's dataset.
+
+        The experiment's Models view and ``mlflow.search_logged_models(order_by=...)`` rank by these.
+        """
+        from mlflow.entities import Metric
+
+        model_id = model_uri.removeprefix("models:/")
+        inputs = split_inputs(dataset)
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(
+                key,
+                float(value),
+                now,
+                0,
+                model_id=model_id,
+                dataset_name=inputs[split].name,
+                dataset_digest=inputs[split].digest,
+            )
+            for split, values in metrics.items()
+            for key, value in values.items()
+            if value is not None
+        ]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
     @property
     def artifact_uri(self) -> str:
         return str(self.client.get_run(self.run_id).info.artifact_uri)
@@ -347,8 +417,12 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        system_metrics: bool = False,
     ) -> Iterator[RunHandle | NullRun]:
-        """Open (or with ``run_id``, reopen) a run; end it with the status that matches reality."""
+        """Open (or with ``run_id``, reopen) a run; end it with the status that matches reality.
+
+        ``system_metrics``: sample CPU, memory (and GPU, with pynvml) into the run while it is open.
+        """
         if not self.enabled:
             yield NullRun()
             return
@@ -366,12 +440,31 @@ class Tracker:
         except Exception as exc:
             raise TrackingError(f"tracking store {self.tracking_uri}: cannot open run: {first_line(exc)}") from None
         handle = RunHandle(self.client, run_id, self.experiment_id)
+        monitor = self._system_metrics(run_id) if system_metrics else None
         try:
             yield handle
         except BaseException as exc:
+            _finish(monitor)
             self._end(run_id, _status_for(exc))
             raise
+        _finish(monitor)
         self._end(run_id, "FINISHED")
+
+    def _system_metrics(self, run_id: str) -> Any:
+        """MLflow's own monitor on ``run_id``, started; None (with a warning) when it cannot run."""
+        # MLflow announces every start and stop at INFO on the console, amid the sweep's progress bars.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(
+                run_id, sampling_interval=SYSTEM_METRICS_INTERVAL, tracking_uri=self.tracking_uri
+            )
+            monitor.start()
+        except Exception as exc:  # psutil missing, an unreadable sensor: the trial runs on without them
+            log.warning("system metrics off for run %s: %s", run_id, first_line(exc))
+            return None
+        return monitor
 
     def _end(self, run_id: str, status: str) -> None:
         try:
@@ -421,6 +514,14 @@ class NullRun:
 
     def log_model(self, model: Any, *, example: np.ndarray) -> str:
         return ""
+
+    def log_inputs(self, dataset: Dataset) -> None:
+        pass
+
+    def log_model_metrics(
+        self, model_uri: str, metrics: Mapping[str, Mapping[str, float | None]], *, dataset: Dataset
+    ) -> None:
+        pass
 
 
 def log_files(run: RunHandle | NullRun, paths: Sequence[Path], artifact_path: str | None = None) -> None:

@@ -15,7 +15,9 @@ import logging
 import os
 import re
 import socket
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -216,3 +218,19 @@ def serve(config: ServerConfig) -> NoReturn:
     """Replace this process with ``mlflow server`` (call :func:`check_ready` first)."""
     command = command_line(config)
     os.execv(command[0], command)
+
+
+def wait_until_up(health_url: str, process: subprocess.Popen[bytes], *, timeout: float = 180.0) -> bool:
+    """Whether the server ``process`` started answers ``health_url`` within ``timeout`` seconds."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(health_url, timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(1.0)
+    return False
