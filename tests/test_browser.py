@@ -331,7 +331,7 @@ def test_the_printed_url_lands_on_the_studys_trials_sorted_by_the_objective(site
     datasets = page.locator('[role="row"] [col-id="attributes.`Dataset`"]').all_inner_texts()[1:]
     assert all(f"mnist ({site.digests['train']})" in cell for cell in datasets), datasets
     sources = page.locator('[role="row"] [col-id="attributes.`Source`"]').all_inner_texts()[1:]
-    assert sources == ["mnist-sweep"] * 3
+    assert sources == [f"mnist-sweep@{site.commit[:7]}"] * 3  # the Source column shows the commit
     versions = page.locator('[role="row"] [col-id="attributes.`Version`"]').all_inner_texts()[1:]
     assert versions == [site.commit[:6]] * 3  # MLflow shows the commit's first 6 characters
     assert all(

@@ -112,6 +112,7 @@ def test_trial_runs_log_each_split_as_an_mlflow_dataset_and_mlflow_source_tags(t
         assert found.dataset.source_type == "local" and "mnist" in found.dataset.source
     parent = client.get_run(result.parent_run_id or "")
     for tags in (run.data.tags, parent.data.tags):
-        assert tags["mlflow.source.name"] == "mnist-sweep" and tags["mlflow.source.type"] == "LOCAL"
         assert len(tags["mlflow.source.git.commit"]) == 40 and tags["mnist_sweep.git_dirty"] in ("true", "false")
+        assert tags["mlflow.source.name"] == f"mnist-sweep@{tags['mlflow.source.git.commit'][:7]}"
+        assert tags["mlflow.source.type"] == "LOCAL"
     assert not [k for k in run.data.metrics if k.startswith("system/")]  # --no-system-metrics

@@ -146,10 +146,15 @@ def git_dirty() -> bool | None:
 
 
 def source_tags() -> dict[str, str]:
-    """MLflow's own ``mlflow.source.*`` tags (the UI's Source column), plus whether the checkout was dirty."""
+    """MLflow's own ``mlflow.source.*`` tags (the UI's Source column), plus whether the checkout was dirty.
+
+    The UI's Source column shows ``mlflow.source.name`` only, so the name carries the short
+    commit (``mnist-sweep@1a2b3c4``); the full one is in ``mlflow.source.git.commit``.
+    """
     tags = {MLFLOW_SOURCE_NAME: SOURCE_NAME, MLFLOW_SOURCE_TYPE: SOURCE_TYPE}
     commit = git_commit()
     if commit:
+        tags[MLFLOW_SOURCE_NAME] = f"{SOURCE_NAME}@{commit[:7]}"
         tags[MLFLOW_SOURCE_GIT_COMMIT] = commit
         tags[TAG_GIT_DIRTY] = str(bool(git_dirty())).lower()
     return tags
