@@ -390,6 +390,7 @@ def report(
     no_mlflow: bool,
 ) -> None:
     """Write an HTML report of STUDY: plots, all trials, the best model's mistakes, the answer in words."""
+    _preflight(storage, tracking_uri, tracking=True)
     from mnist_sweep.app import build_report
 
     result = build_report(
@@ -421,6 +422,7 @@ def report(
 @tracking_option
 def compare(study_names: tuple[str, ...], out: Path | None, storage: str | None, tracking_uri: str | None) -> None:
     """Put the best results of several studies side by side (a table and a bar chart)."""
+    _preflight(storage, tracking_uri, tracking=True)
     from mnist_sweep.app import compare_studies
 
     result = compare_studies(study_names, storage=storage, tracking_uri=tracking_uri, out=out)
@@ -436,6 +438,7 @@ def compare(study_names: tuple[str, ...], out: Path | None, storage: str | None,
 @click.option("--port", type=int, default=8080, show_default=True)
 def dashboard(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
     """Start optuna-dashboard on the study storage (opening on STUDY's page when given)."""
+    _preflight(storage, None, tracking=False)
     from mnist_sweep.app import prepare_dashboard
     from mnist_sweep.stores import default_storage
 
@@ -456,6 +459,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @json_option
 def studies(storage: str | None, tracking_uri: str | None, as_json: bool) -> None:
     """List the studies in a storage: trial counts, best value, start time."""
+    _preflight(storage, None, tracking=False)
     import json
 
     from mnist_sweep.app import format_studies, list_studies, resolve_storage
@@ -472,6 +476,7 @@ def studies(storage: str | None, tracking_uri: str | None, as_json: bool) -> Non
 @json_option
 def status(study_name: str, storage: str | None, tracking_uri: str | None, as_json: bool) -> None:
     """Trial counts by state, the best trial so far, and the trials running now (and for how long)."""
+    _preflight(storage, None, tracking=False)
     import json
 
     from mnist_sweep.app import format_status, resolve_storage, study_status
@@ -490,6 +495,7 @@ def status(study_name: str, storage: str | None, tracking_uri: str | None, as_js
 @json_option
 def best(study_name: str, storage: str | None, tracking_uri: str | None, as_json: bool) -> None:
     """The best COMPLETE trial: params, validation and test metrics, MLflow run id and model URI."""
+    _preflight(storage, None, tracking=False)
     import json
 
     from mnist_sweep.app import best_trial, format_best, resolve_storage
@@ -535,6 +541,7 @@ def promote(
     --min-improvement is registered as a new version and gets the alias. A candidate that
     loses changes nothing (exit code 0).
     """
+    _preflight(storage, tracking_uri, tracking=True)
     import json
 
     from mnist_sweep.app import promote as promote_study
@@ -572,6 +579,7 @@ def predict(
     as `mnist-sweep best` prints). Unreadable files are reported by name (exit code 2); the
     others are still predicted.
     """
+    _preflight(None, tracking_uri, tracking=True)
     import json
 
     from mnist_sweep.app import predict_files

@@ -82,3 +82,35 @@ def test_unreachable_server_at_start_fails_within_ten_seconds(args: list[str], e
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(expected.format(port=port)), result.output[-2000:]
     assert took < 10, took
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "s", "--storage", "postgresql://u@127.0.0.1:{port}/db"],
+        ["best", "s", "--storage", "postgresql://u@127.0.0.1:{port}/db"],
+        ["studies", "--storage", "postgresql://u@127.0.0.1:{port}/db"],
+        ["dashboard", "--storage", "postgresql://u@127.0.0.1:{port}/db"],
+        ["report", "s", "--storage", "postgresql://u@127.0.0.1:{port}/db"],
+        ["compare", "a", "b", "--tracking-uri", "http://127.0.0.1:{port}"],
+        ["promote", "s", "--dry-run", "--tracking-uri", "http://127.0.0.1:{port}"],
+        ["predict", "models:/m/1", "x.npy", "--tracking-uri", "http://127.0.0.1:{port}"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_command_that_reaches_a_server_fails_within_ten_seconds(command: list[str]) -> None:
+    import mlflow
+    import sqlalchemy
+
+    from mnist_sweep.cli import main
+    from scaleout_support import free_port
+
+    assert mlflow and sqlalchemy
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    result = CliRunner().invoke(main, [a.format(port=port) for a in command])
+    took = time.monotonic() - started
+    assert result.exit_code != 0, result.output[-2000:]
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "unreachable" in errors[0], result.output[-2000:]
+    assert took < 10, took
