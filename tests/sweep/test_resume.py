@@ -98,7 +98,9 @@ def test_two_workers_started_together_draw_distinct_first_trials(tmp_path: Path)
 
     storage = f"journal:///{tmp_path / 'study.log'}"
     space = "  learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}\n"
-    path = write_space(tmp_path, n_trials=2, sampler="tpe", fixed="{epochs: 1, batch_size: 64, width: 16}", space=space)
+    # Trials of a few seconds and a budget of 4: the worker that loads TensorFlow first cannot take
+    # every trial before the other one asks for its first.
+    path = write_space(tmp_path, n_trials=4, sampler="tpe", fixed="{epochs: 4, batch_size: 16, width: 16}", space=space)
     tracking = f"sqlite:///{tmp_path / 'm.db'}"
     from mlflow import MlflowClient
 
