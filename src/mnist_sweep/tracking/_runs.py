@@ -300,8 +300,23 @@ class RunHandle:
         return str(info.model_uri)
 
     def log_inputs(self, dataset: Dataset) -> None:
-        """The training, validation and test splits as MLflow datasets (the UI's Dataset column)."""
-        self.client.log_inputs(self.run_id, datasets=[split.entity for split in split_inputs(dataset).values()])
+        """The training, validation and test splits as MLflow datasets (the UI's Dataset column).
+
+        MLflow creates an experiment's dataset row on first use without a lock: workers logging
+        the same splits at once race to insert it (a UNIQUE constraint failure for the loser).
+        The row exists by then, so the loser's second try links to it.
+        """
+        datasets = [split.entity for split in split_inputs(dataset).values()]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=datasets)
+                return
+            except Exception as exc:
+                text = str(exc).lower()
+                if attempt == 2 or not ("unique" in text or "duplicate key" in text or "integrity" in text):
+                    raise
+                log.debug("dataset rows created meanwhile by another worker: linking again (%s)", first_line(exc))
+                time.sleep(0.2 * (attempt + 1))
 
     def log_model_metrics(
         self, model_uri: str, metrics: Mapping[str, Mapping[str, float | None]], *, dataset: Dataset
