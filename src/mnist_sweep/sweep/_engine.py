@@ -103,6 +103,7 @@ class _Sweep:
         interval = getattr(backend, "get_heartbeat_interval", lambda: None)()
         self.heartbeat_interval: int | None = interval if isinstance(interval, int) else None
         self.watchdog: Watchdog | None = None
+        self._study_id: int | None = None
         lineage = lineage_tags(data_sha256=dataset.sha256, seed=space.seed, device=self.device)
         self.lineage = lineage
         self.trials = TrialLifecycle(
@@ -276,8 +277,9 @@ class _Sweep:
     # --- heartbeats and what dead workers left ------------------------------------------
 
     def _trial_id(self, number: int) -> int:
-        study_id = self.backend.get_study_id_from_name(self.study.study_name)
-        return self.backend.get_trial_id_from_study_id_trial_number(study_id, number)
+        if self._study_id is None:  # fixed for the study's life: one lookup per invocation
+            self._study_id = self.backend.get_study_id_from_name(self.study.study_name)
+        return self.backend.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
     def _beat(self, trial_id: int) -> None:
         if self.heartbeat_interval is not None:
