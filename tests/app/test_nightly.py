@@ -56,18 +56,42 @@ def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "ok:" in result.output and "tiny-model@champion" in result.output
 
 
-def test_unreachable_storage_is_a_failure_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_storage_is_a_fast_failure_exit_1(tmp_path: Path) -> None:
+    """The pre-flight check answers within 10 s, with the 60 s retry window left at its default."""
+    import time
+
     from click.testing import CliRunner
 
     from mnist_sweep.cli import main
 
-    monkeypatch.setenv("MNIST_SWEEP_RETRY_SECONDS", "0")
     path = write_config(tmp_path)
     storage = "postgresql://nobody:secret@127.0.0.1:9/optuna"  # the discard port: nothing listens
+    started = time.monotonic()
     result = CliRunner().invoke(main, ["nightly", str(path), "--date", "2026-01-01", "--storage", storage])
+    assert time.monotonic() - started < 10, result.output
     assert result.exit_code == 1, result.output
-    assert "error: night 2026-01-01: storage postgresql://nobody:***@127.0.0.1:9/optuna: taking lock" in result.output
+    assert "error: night 2026-01-01: storage postgresql://nobody:***@127.0.0.1:9/optuna: unreachable" in result.output
     assert "secret" not in result.output
+    assert not list(tmp_path.glob("*.db")), "nothing may be created before the servers answer"
+
+
+def test_unreachable_tracking_server_is_a_fast_failure_exit_1(tmp_path: Path) -> None:
+    import time
+
+    from click.testing import CliRunner
+
+    from mnist_sweep.cli import main
+
+    path = write_config(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        ["nightly", str(path), "--date", "2026-01-01", "--storage", storage, "--tracking-uri", "http://127.0.0.1:1"],
+    )
+    assert time.monotonic() - started < 10, result.output
+    assert result.exit_code == 1, result.output
+    assert "error: night 2026-01-01: tracking server http://127.0.0.1:1: unreachable" in result.output
 
 
 # --------------------------------------------------------------------------- warm start

@@ -123,11 +123,19 @@ def run_nightly(config: NightlyConfig, options: NightlyOptions | None = None) ->
     :class:`ConfigError` (exit 2) for a bad file or flag, and :class:`NightlyFailed` (exit 1)
     when anything else stops the night; re-running the same date resumes it.
     """
-    from mnist_sweep.stores import JobLock, redact_url
+    from mnist_sweep.stores import JobLock, preflight_storage, redact_url
+    from mnist_sweep.tracking import preflight_tracking
 
     options = options or NightlyOptions()
     night = parse_date(options.date)
     storage, tracking_uri = resolve_uris(config, storage=options.storage, tracking_uri=options.tracking_uri)
+    try:
+        # One short contact with each server first: a wrong host or port is one line in seconds;
+        # the long retry window is for outages once the night is under way.
+        preflight_storage(storage)
+        preflight_tracking(tracking_uri)
+    except MnistSweepError as exc:
+        raise NightlyFailed(f"night {night}: {exc}") from exc
     lock = JobLock(storage, f"nightly/{config.name}", ttl=config.lock_ttl, label=f"nightly job {config.name!r}")
     try:
         lock.acquire()
