@@ -60,10 +60,13 @@ def test_unreachable_storage_is_a_fast_failure_exit_1(tmp_path: Path) -> None:
     """The pre-flight check answers within 10 s, with the 60 s retry window left at its default."""
     import time
 
+    import mlflow
+    import sqlalchemy
     from click.testing import CliRunner
 
     from mnist_sweep.cli import main
 
+    assert mlflow and sqlalchemy  # imported up front: the bound is for the check, not the imports
     path = write_config(tmp_path)
     storage = "postgresql://nobody:secret@127.0.0.1:9/optuna"  # the discard port: nothing listens
     started = time.monotonic()
@@ -78,10 +81,12 @@ def test_unreachable_storage_is_a_fast_failure_exit_1(tmp_path: Path) -> None:
 def test_unreachable_tracking_server_is_a_fast_failure_exit_1(tmp_path: Path) -> None:
     import time
 
+    import mlflow
     from click.testing import CliRunner
 
     from mnist_sweep.cli import main
 
+    assert mlflow
     path = write_config(tmp_path)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     started = time.monotonic()
