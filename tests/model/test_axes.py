@@ -339,3 +339,27 @@ def test_bad_values_are_refused_in_one_line(name: str, value: Any, fragment: str
 def test_bad_pairings_are_refused_before_building(params: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ParamError, match=fragment):
         build_model(params)
+
+
+def test_a_model_with_every_axis_saves_and_loads_without_custom_objects(tiny_mnist: Dataset, tmp_path: Any) -> None:
+    """What a trial logs must load for serving: the schedule, AdamW and the augmentation layers are Keras's own."""
+    params = {
+        **SMALL_CONV,
+        "batch_norm": True,
+        "augment": "strong",
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "weight_decay": 0.01,
+        "label_smoothing": 0.1,
+        "optimizer": "adam",
+        "epochs": 2,
+    }
+    model = build_model(params, train_size=300)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded.optimizer) is keras.optimizers.AdamW
+    assert isinstance(loaded.optimizer._learning_rate, keras.optimizers.schedules.CosineDecay)
+    np.testing.assert_allclose(
+        loaded.predict(tiny_mnist.x_test, verbose=0), model.predict(tiny_mnist.x_test, verbose=0), atol=1e-6
+    )
