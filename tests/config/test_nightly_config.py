@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_shipped_nightly_file_validates() -> None:
     config = load_nightly(ROOT / "sweeps" / "nightly.yaml")
     assert config.name == "nightly"
-    assert [s.study_name for s in config.spaces] == ["full"]
+    assert [s.study_name for s in config.spaces] == ["best"]
+    assert config.spaces[0].limit is None and config.spaces[0].train_limit is None, "on full data"
     assert config.budget.n_trials and config.budget.timeout
     assert config.promotion.alias == "champion"
     assert config.warm_start.champion and config.warm_start.previous_top_k == 3

@@ -336,6 +336,25 @@ INVALID = [
     ("failure rate above one", {"budget.max_failure_rate": 1.5}, ["budget.max_failure_rate", "(0, 1]"]),
     ("budget not a mapping", {"budget": 12}, ["budget", "must be a mapping"]),
     ("non-string key", {"space.depth": {"type": "int", 1: 2, "low": 1, "high": 2}}, ["space.depth", "keys must be"]),
+    ("batch_norm not a bool", {"fixed.batch_norm": "yes"}, ["fixed.batch_norm", "must be true or false"]),
+    (
+        "unknown schedule",
+        {"space.lr_schedule": {"type": "categorical", "choices": ["constant", "step"]}},
+        ["space.lr_schedule.choices[1]", "choose one of constant, cosine, one_cycle, plateau"],
+    ),
+    ("augment level", {"fixed.augment": "heavy"}, ["fixed.augment", "choose one of none, light, strong"]),
+    ("weight decay of one", {"fixed.weight_decay": 1}, ["fixed.weight_decay", "0 <= weight_decay < 1"]),
+    ("fixed warm-up too long", {"fixed.warmup_epochs": 1}, ["fixed", "'warmup_epochs' = 1 must be below 'epochs' = 1"]),
+    (
+        "sampled warm-up can outlast training",
+        {"fixed.epochs": 3, "space.warmup_epochs": {"type": "int", "low": 0, "high": 3}},
+        ["space.warmup_epochs", "a trial could draw warmup_epochs 3 with epochs 3"],
+    ),
+    (
+        "label smoothing with mse",
+        {"fixed.loss": "mse", "space.label_smoothing": {"type": "float", "low": 0.0, "high": 0.2}},
+        ["space.label_smoothing", "a trial could pair loss 'mse' with label_smoothing > 0"],
+    ),
 ]
 
 
@@ -630,6 +649,16 @@ def test_with_overrides_rejects_bad_flags(kwargs: dict[str, Any], message: str) 
     with pytest.raises(ConfigError) as info:
         parse(BASE).with_overrides(**kwargs)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_epochs_override_must_outlast_the_warm_up() -> None:
+    fixed = parse(mutated({"fixed.epochs": 4, "fixed.warmup_epochs": 2}))
+    assert fixed.with_overrides(epochs=3).fixed["epochs"] == 3
+    with pytest.raises(ConfigError, match=r"^--epochs: parameter 'warmup_epochs' = 2 must be below 'epochs' = 2"):
+        fixed.with_overrides(epochs=2)
+    sampled = parse(mutated({"fixed.epochs": 4, "space.warmup_epochs": {"type": "int", "low": 0, "high": 2}}))
+    with pytest.raises(ConfigError, match=r"^--epochs: a trial could draw warmup_epochs 2 with epochs 1"):
+        sampled.with_overrides(epochs=1)
 
 
 def test_import_is_light() -> None:

@@ -44,18 +44,19 @@ def test_trial_params_in_mlflow_are_the_complete_resolved_set(tmp_path: Path) ->
     from mlflow import MlflowClient
 
     from mnist_sweep.model import PARAMS
+    from mnist_sweep.model._params import CONV_ONLY
 
     space = load_space(write_space(tmp_path, n_trials=1))
     result = run_sweep(space, options(tmp_path, log_models=False), trainer=fake_trainer([]))
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.trials[0].run_id or "")
     logged = run.data.params
-    dense_params = set(PARAMS) - {"conv_blocks", "filters", "kernel_size"}
+    dense_params = set(PARAMS) - set(CONV_ONLY)
     assert {"steps_per_execution": "8", "jit_compile": "False"}.items() <= logged.items(), "levers as chosen"
     assert dense_params | {"widths", "dataset", "limit"} <= set(logged)
     for defaulted in ("loss", "output", "dropout", "momentum", "learning_rate", "depth"):
         assert logged[defaulted] == str(PARAMS[defaulted].default), defaulted
     assert logged["widths"] == f"[{logged['width']}]"
-    assert not {"conv_blocks", "filters", "kernel_size"} & set(logged), "conv-only params on a dense model"
+    assert not {"conv_blocks", "filters", "kernel_size", "pooling"} & set(logged), "conv-only params on a dense model"
     assert run.data.tags["mnist_sweep.sampled"] == "activation,width"
     assert logged["epochs"] == "2" and logged["optimizer"] == "adam"  # fixed in the file
 
@@ -71,7 +72,7 @@ def test_conv_models_log_their_conv_params(tmp_path: Path) -> None:
     )
     result = run_sweep(load_space(path), options(tmp_path, log_models=False), trainer=fake_trainer([]))
     logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.trials[0].run_id or "").data.params
-    assert {"conv_blocks": "2", "kernel_size": "3"}.items() <= logged.items()
+    assert {"conv_blocks": "2", "kernel_size": "3", "pooling": "flatten"}.items() <= logged.items()
     assert 4 <= int(logged["filters"]) <= 8
 
 

@@ -206,8 +206,14 @@ class SearchSpace:
             changes["study_name"] = check.study_name(study_name, "--study-name")
         if epochs is not None:
             value = check.param_value("epochs", epochs, "--epochs")
-            changes["fixed"] = types.MappingProxyType({**self.fixed, "epochs": value})
+            fixed = {**self.fixed, "epochs": value}
+            try:
+                resolve_params(fixed)
+            except ParamError as exc:
+                check.fail("--epochs", str(exc))
+            changes["fixed"] = types.MappingProxyType(fixed)
             changes["params"] = tuple(p for p in self.params if p.name != "epochs")
+            check.check_combinations(changes["params"], fixed, flag="--epochs")
         if seed is not None:
             new_seed = check.seed(seed, "--seed")
             changes["seed"] = new_seed
@@ -465,9 +471,15 @@ class _ParamChecks(Checker):
             conditions[ref] = tuple(allowed)
         return types.MappingProxyType(conditions)
 
-    def check_combinations(self, params: Sequence[ParamDef], fixed: Mapping[str, Any]) -> None:
-        """Reject spaces where a trial could draw a pairing ``build_model`` refuses."""
+    def check_combinations(
+        self, params: Sequence[ParamDef], fixed: Mapping[str, Any], *, flag: str | None = None
+    ) -> None:
+        """Reject spaces where a trial could draw a pairing ``build_model`` refuses.
+
+        ``flag`` names the command-line flag that changed ``fixed``, for the message's key.
+        """
         by_name = {p.name: p for p in params}
+        self.check_axis_combinations(by_name, fixed, flag=flag)
 
         def possible(name: str) -> tuple[Any, ...] | None:
             if name in fixed:
@@ -485,6 +497,51 @@ class _ParamChecks(Checker):
             self.fail(
                 key,
                 "a trial could pair loss 'mse' with output 'logits', which cannot be built; "
+                "fix one of them or add a `when` condition",
+            )
+
+    def check_axis_combinations(
+        self, by_name: Mapping[str, ParamDef], fixed: Mapping[str, Any], *, flag: str | None
+    ) -> None:
+        """``warmup_epochs`` below ``epochs``, and ``label_smoothing`` only with cross-entropy."""
+
+        def span(name: str) -> tuple[Any, Any] | None:
+            """The smallest and largest value a trial can get (None: conditioned, trusted)."""
+            if name in fixed:
+                return fixed[name], fixed[name]
+            param = by_name.get(name)
+            if param is None:
+                return PARAMS[name].default, PARAMS[name].default
+            if param.when:
+                return None
+            d = param.distribution
+            choices = getattr(d, "choices", None)
+            if choices is not None:
+                return min(choices), max(choices)
+            return d.low, d.high  # type: ignore[attr-defined]
+
+        def key(*names: str) -> str:
+            return flag or next((f"space.{n}" for n in names if n in by_name), f"fixed.{names[0]}")
+
+        warmup, epochs = span("warmup_epochs"), span("epochs")
+        if warmup is not None and epochs is not None and warmup[1] > 0 and warmup[1] >= epochs[0]:
+            self.fail(
+                key("warmup_epochs", "epochs"),
+                f"a trial could draw warmup_epochs {warmup[1]} with epochs {epochs[0]}; "
+                "the warm-up must be shorter than training",
+            )
+        smoothing = span("label_smoothing")
+        losses = [fixed["loss"]] if "loss" in fixed else None
+        if "loss" not in fixed:
+            loss_param = by_name.get("loss")
+            if loss_param is None:
+                losses = [PARAMS["loss"].default]
+            elif not loss_param.when:
+                losses = list(getattr(loss_param.distribution, "choices", ()))
+        if smoothing is not None and losses is not None and smoothing[1] > 0 and "mse" in losses:
+            self.fail(
+                key("label_smoothing", "loss"),
+                "a trial could pair loss 'mse' with label_smoothing > 0, which needs a cross-entropy loss; "
                 "fix one of them or add a `when` condition",
             )
 

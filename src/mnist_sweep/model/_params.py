@@ -25,6 +25,9 @@ LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "mse")
 OUTPUTS = ("softmax", "logits")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("float32", "mixed")
+LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
+AUGMENTATIONS = ("none", "light", "strong")
+POOLINGS = ("flatten", "global_avg")
 LEVERS = ("steps_per_execution", "jit_compile")
 """Speed levers: they change how fast a model trains, not what it learns; logged as chosen."""
 
@@ -79,6 +82,29 @@ PARAMS: dict[str, ParamSpec] = {
             "jit_compile", "bool", "auto", "XLA-compile the training step (auto: per device and model)", auto=True
         ),
         ParamSpec("precision", "choice", "float32", "float32, or mixed (float16 compute, float32 outputs)", PRECISIONS),
+        ParamSpec("batch_norm", "bool", False, "batch normalization before each hidden activation"),
+        ParamSpec("pooling", "choice", "flatten", "how the conv features reach the head (conv only)", POOLINGS),
+        ParamSpec("lr_schedule", "choice", "constant", "learning-rate schedule over the epochs", LR_SCHEDULES),
+        ParamSpec("warmup_epochs", "int", 0, "epochs of linear learning-rate warm-up", low=0, high=10000),
+        ParamSpec(
+            "weight_decay",
+            "float",
+            0.0,
+            "decoupled weight decay (AdamW for adam)",
+            low=0.0,
+            high=1.0,
+            high_inclusive=False,
+        ),
+        ParamSpec("augment", "choice", "none", "random shift, rotation, zoom while training", AUGMENTATIONS),
+        ParamSpec(
+            "label_smoothing",
+            "float",
+            0.0,
+            "label smoothing of the cross-entropy targets",
+            low=0.0,
+            high=1.0,
+            high_inclusive=False,
+        ),
     )
 }
 
@@ -107,7 +133,9 @@ def check_value(name: str, value: Any) -> Any:
         return value
     if spec.kind == "bool":
         if not isinstance(value, bool):
-            raise ParamError(f"parameter {name!r} = {value!r} must be true, false or auto")
+            raise ParamError(
+                f"parameter {name!r} = {value!r} must be " + ("true, false or auto" if spec.auto else "true or false")
+            )
         return value
     if spec.kind == "choice":
         if not isinstance(value, str) or value not in spec.choices:
@@ -168,7 +196,17 @@ def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise ParamError("parameter 'output' = 'logits' cannot go with loss 'mse'; use 'softmax'")
     if resolved["architecture"] == "conv":
         _check_conv_geometry(resolved["conv_blocks"], resolved["kernel_size"])
+    _check_training_axes(resolved)
     return resolved
+
+
+def _check_training_axes(p: Mapping[str, Any]) -> None:
+    if p["label_smoothing"] > 0 and p["loss"] == "mse":
+        raise ParamError(
+            f"parameter 'label_smoothing' = {p['label_smoothing']!r} needs a cross-entropy loss, not 'mse'"
+        )
+    if p["warmup_epochs"] and p["warmup_epochs"] >= p["epochs"]:
+        raise ParamError(f"parameter 'warmup_epochs' = {p['warmup_epochs']!r} must be below 'epochs' = {p['epochs']!r}")
 
 
 def _merge_widths(given: Any, layer_widths: dict[int, int], depth: int) -> dict[int, int]:
@@ -214,7 +252,29 @@ def model_summary(params: Mapping[str, Any]) -> str:
         body = f"conv {p['conv_blocks']} blocks ({p['filters']} filters, {kernel}) + dense {shape}"
     else:
         body = f"dense {shape}"
-    return f"{body} {p['activation']}, {p['loss']}, {p['optimizer']} lr={p['learning_rate']:g}"
+    return f"{body} {p['activation']}, {p['loss']}, {p['optimizer']} lr={p['learning_rate']:g}" + "".join(
+        _axes_summary(p)
+    )
+
+
+def _axes_summary(p: Mapping[str, Any]) -> list[str]:
+    """The newer axes, named only where they differ from their defaults (old summaries stay as they were)."""
+    parts = []
+    if p["lr_schedule"] != "constant":
+        parts.append(f" {p['lr_schedule']}")
+    if p["warmup_epochs"]:
+        parts.append(f" warmup={p['warmup_epochs']}")
+    if p["weight_decay"]:
+        parts.append(f" wd={p['weight_decay']:g}")
+    if p["batch_norm"]:
+        parts.append(", batch norm")
+    if p["architecture"] == "conv" and p["pooling"] != "flatten":
+        parts.append(f", {p['pooling']} pooling")
+    if p["augment"] != "none":
+        parts.append(f", {p['augment']} augmentation")
+    if p["label_smoothing"]:
+        parts.append(f", label smoothing {p['label_smoothing']:g}")
+    return parts
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -240,7 +300,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, value
 
 
-CONV_ONLY = ("conv_blocks", "filters", "kernel_size")
+CONV_ONLY = ("conv_blocks", "filters", "kernel_size", "pooling")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ import keras
 import numpy as np
 
 from mnist_sweep.model import runtime
-from mnist_sweep.model._build import build_model
+from mnist_sweep.model._build import build_model, one_hot_targets
 from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._params import Params
+from mnist_sweep.model._schedules import schedule_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def choose_levers(values: Mapping[str, Any], *, gpu: bool) -> Levers:
     if steps == "auto":
         steps = AUTO_STEPS_PER_EXECUTION if gpu or not conv else 1
     if jit == "auto":
-        jit = gpu
+        # Keras cannot XLA-compile the augmentation layers' image transforms (it warns and falls back).
+        jit = gpu and values.get("augment", "none") == "none"
     return Levers(steps_per_execution=int(steps), jit_compile=bool(jit))
 
 
@@ -159,9 +161,9 @@ def train(
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     levers = choose_levers(values, gpu=runtime.has_gpu())
-    model = build_model(checked, levers=levers)
+    model = build_model(checked, levers=levers, train_size=len(dataset.x_train))
     result = TrainResult(params=dict(checked.given), param_count=int(model.count_params()), levers=levers)
-    one_hot = values["loss"] != "sparse_categorical_crossentropy"
+    one_hot = one_hot_targets(checked)
     recorder = _EpochRecorder(on_epoch)
     try:
         model.fit(
@@ -170,7 +172,7 @@ def train(
             batch_size=values["batch_size"],
             epochs=values["epochs"],
             validation_data=(dataset.x_val, targets(dataset.y_val, one_hot=one_hot)),
-            callbacks=[recorder, *callbacks],
+            callbacks=[recorder, *schedule_callbacks(values, train_size=len(dataset.x_train)), *callbacks],
             verbose=0,
         )
     except Exception as exc:
