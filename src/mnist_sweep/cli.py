@@ -518,6 +518,13 @@ def best(study_name: str, storage: str | None, tracking_uri: str | None, as_json
     show_default=True,
     help="Test accuracy the candidate must gain over the alias holder.",
 )
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level: promote only when McNemar's exact test gives p below it.",
+)
 @click.option("--dry-run", is_flag=True, help="Evaluate both models and report; register and move nothing.")
 @storage_option
 @tracking_option
@@ -528,18 +535,20 @@ def promote(
     model_name: str,
     alias: str,
     min_improvement: float,
+    alpha: float,
     dry_run: bool,
     storage: str | None,
     tracking_uri: str | None,
     data_dir: str | None,
     as_json: bool,
 ) -> None:
-    """Promote STUDY's best trial to MODEL_NAME@ALIAS if it wins on the held-out test set.
+    """Promote STUDY's best trial to MODEL_NAME@ALIAS if it wins on the held-out test set beyond noise.
 
     The best COMPLETE trial (chosen on validation data) and the model holding the alias are
     both evaluated on the full test set; only a candidate whose test accuracy is higher by
-    --min-improvement is registered as a new version and gets the alias. A candidate that
-    loses changes nothing (exit code 0).
+    --min-improvement, with McNemar's exact test on the paired predictions at p < --alpha, is
+    registered as a new version and gets the alias. A candidate that loses or wins within
+    noise changes nothing in the registry (exit code 0); the decision is tagged on its run.
     """
     _preflight(storage, tracking_uri, tracking=True)
     import json
@@ -554,6 +563,7 @@ def promote(
         model_name=model_name,
         alias=alias,
         min_improvement=min_improvement,
+        alpha=alpha,
         dry_run=dry_run,
     )
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.message())

@@ -196,6 +196,23 @@ TAG_PREVIOUS_TEST_ACCURACY: Final = "mnist_sweep.previous_test_accuracy"
 TAG_SUPERSEDED_BY: Final = "mnist_sweep.superseded_by"
 """The version that took the alias while this one was being promoted."""
 
+# --------------------------------------------------------------------------- the significance gate (issue 13)
+# Set on the candidate's trial run by every promote decision (not by --dry-run), and on the
+# model version when one is registered.
+
+TAG_GATE_DECISION: Final = "mnist_sweep.gate.decision"
+"""What the gate decided, in words: ``promoted: no champion``, ``not significant: ...``, ``rejected: ...``."""
+TAG_GATE_P_VALUE: Final = "mnist_sweep.gate.p_value"
+"""Two-sided p-value of McNemar's exact test, candidate vs alias holder (absent with no champion)."""
+TAG_GATE_DISCORDANT: Final = "mnist_sweep.gate.discordant"
+"""Both discordant counts: ``<images only the candidate got right>,<images only the holder got right>``."""
+TAG_GATE_CI_LOW: Final = "mnist_sweep.gate.ci_low"
+"""Lower end of the bootstrap 95% CI of candidate minus holder accuracy."""
+TAG_GATE_CI_HIGH: Final = "mnist_sweep.gate.ci_high"
+"""Upper end of that interval."""
+TAG_GATE_ALPHA: Final = "mnist_sweep.gate.alpha"
+"""The significance level the gate required (p below it)."""
+
 # --------------------------------------------------------------------------- values
 
 STATE_RUNNING: Final = "RUNNING"

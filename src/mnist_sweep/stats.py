@@ -104,8 +104,14 @@ def correct_flags(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def mcnemar(a_predicted: np.ndarray, b_predicted: np.ndarray, labels: np.ndarray) -> McNemar:
     """McNemar's exact test of A's predictions against B's on the same ``labels``."""
-    a = correct_flags(a_predicted, labels)
-    b = correct_flags(b_predicted, labels)
+    return mcnemar_flags(correct_flags(a_predicted, labels), correct_flags(b_predicted, labels))
+
+
+def mcnemar_flags(a_right: np.ndarray, b_right: np.ndarray) -> McNemar:
+    """The same test from which images each model got right (two boolean arrays, same images)."""
+    a, b = np.asarray(a_right, dtype=bool), np.asarray(b_right, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"{a.shape[0]} and {b.shape[0]} images: the predictions are not paired")
     return mcnemar_counts(
         a_only=int(np.sum(a & ~b)), b_only=int(np.sum(~a & b)), n=len(a), a_correct=int(a.sum()), b_correct=int(b.sum())
     )

@@ -103,6 +103,30 @@ def test_better_candidate_moves_the_alias(studies: Studies) -> None:
     assert float(version.tags["mnist_sweep.test_accuracy"]) > weak + 0.001
 
 
+def test_the_gate_records_its_decision_on_the_run_and_the_version(studies: Studies) -> None:
+    first = promote(studies, studies.weak, "gated")
+    assert first.exit_code == 0, first.output
+    weak_run = studies.client().get_run(studies.best(studies.weak).run_id).data.tags
+    assert weak_run["mnist_sweep.gate.decision"] == "promoted: no champion"
+    assert "mnist_sweep.gate.p_value" not in weak_run
+    assert holder(studies, "gated").tags["mnist_sweep.gate.decision"] == "promoted: no champion"
+
+    second = promote(studies, studies.strong, "gated", "--min-improvement", "0")
+
+    assert second.exit_code == 0 and second.output.startswith("promoted:"), second.output
+    assert "McNemar p = " in second.output and "discordant images" in second.output
+    run = studies.client().get_run(studies.best(studies.strong).run_id).data.tags
+    version = holder(studies, "gated").tags
+    for tags in (run, version):
+        assert tags["mnist_sweep.gate.decision"].startswith("promoted: better by +")
+        assert float(tags["mnist_sweep.gate.p_value"]) < 0.05
+        strong_only, weak_only = (int(n) for n in tags["mnist_sweep.gate.discordant"].split(","))
+        assert strong_only > weak_only
+        assert 0 < float(tags["mnist_sweep.gate.ci_low"]) < float(tags["mnist_sweep.gate.ci_high"])
+    gain = float(version["mnist_sweep.test_accuracy"]) - float(version["mnist_sweep.previous_test_accuracy"])
+    assert gain == pytest.approx((strong_only - weak_only) / 10_000)
+
+
 def versions_by_number(studies: Studies, model_name: str) -> dict[str, Any]:
     return {str(v.version): v for v in versions(studies, model_name)}
 
@@ -132,6 +156,8 @@ def test_dry_run_never_changes_anything(studies: Studies) -> None:
 
     assert result.exit_code == 0, result.output
     assert result.output.startswith("dry run: would promote") and "Nothing changed." in result.output
+    assert "McNemar p = " in result.output and "95% CI of the gain" in result.output
+    assert "Gate decision: promoted: better by" in result.output
     assert numbers(studies, "dry") == ["1"]
     assert holder(studies, "dry").tags["mnist_sweep.study"] == "weak"
 
