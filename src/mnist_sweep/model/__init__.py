@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         resolve_params,
     )
     from mnist_sweep.model._presets import PRESETS, get_preset
+    from mnist_sweep.model._repeats import train_seeds
     from mnist_sweep.model._training import Levers, TrainResult, choose_levers, train
 
 __getattr__, __all__ = lazy_exports(
@@ -56,5 +57,6 @@ __getattr__, __all__ = lazy_exports(
         "build_model": "_build",
         "resolve_params": "_params",
         "train": "_training",
+        "train_seeds": "_repeats",
     },
 )
