@@ -420,13 +420,20 @@ def report(
 )
 @storage_option
 @tracking_option
-def compare(study_names: tuple[str, ...], out: Path | None, storage: str | None, tracking_uri: str | None) -> None:
-    """Put the best results of several studies side by side (a table and a bar chart)."""
+@data_dir_option
+def compare(
+    study_names: tuple[str, ...], out: Path | None, storage: str | None, tracking_uri: str | None, data_dir: str | None
+) -> None:
+    """Put the best results of several studies side by side (a table, a bar chart, and whether the lead is noise)."""
     _preflight(storage, tracking_uri, tracking=True)
     from mnist_sweep.app import compare_studies
 
-    result = compare_studies(study_names, storage=storage, tracking_uri=tracking_uri, out=out)
+    result = compare_studies(study_names, storage=storage, tracking_uri=tracking_uri, out=out, data_dir=data_dir)
     click.echo(result.table)
+    if result.verdict:
+        click.echo(f"\n{result.verdict}")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"\nwrote {result.chart} ({result.chart_label}), {result.csv} and {result.html}")
 
 
