@@ -532,6 +532,19 @@ def best(study_name: str, storage: str | None, tracking_uri: str | None, as_json
     show_default=True,
     help="Significance level: promote only when McNemar's exact test gives p below it.",
 )
+@click.option(
+    "--metric",
+    type=click.Choice(["test_accuracy", "robust_accuracy"]),
+    default="test_accuracy",
+    show_default=True,
+    help="What the gate compares: the test set, or its seeded transformed copy.",
+)
+@click.option(
+    "--min-robust-accuracy",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Also require this accuracy on the transformed test set.",
+)
 @click.option("--dry-run", is_flag=True, help="Evaluate both models and report; register and move nothing.")
 @storage_option
 @tracking_option
@@ -543,6 +556,8 @@ def promote(
     alias: str,
     min_improvement: float,
     alpha: float,
+    metric: str,
+    min_robust_accuracy: float | None,
     dry_run: bool,
     storage: str | None,
     tracking_uri: str | None,
@@ -571,9 +586,49 @@ def promote(
         alias=alias,
         min_improvement=min_improvement,
         alpha=alpha,
+        metric=metric,
+        min_robust_accuracy=min_robust_accuracy,
         dry_run=dry_run,
     )
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.message())
+
+
+@main.command()
+@click.argument("model_uri")
+@click.option("--dataset", default=None, help="mnist or fashion_mnist, when the model records none.")
+@click.option("--seed", type=int, default=None, help="Seed of the transformed test set (default: the gate's, 0).")
+@click.option(
+    "--figure",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the per-transform bar chart (PNG) here.",
+)
+@tracking_option
+@data_dir_option
+@json_option
+def evaluate(
+    model_uri: str,
+    dataset: str | None,
+    seed: int | None,
+    figure: Path | None,
+    tracking_uri: str | None,
+    data_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Test accuracy and robust accuracy (rotation, shift, scale, stroke width, noise) of MODEL_URI.
+
+    MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-... or runs:/<run id>/model. The
+    transformed test set is seeded, so the figures are the same on every run and match the gate's.
+    """
+    _preflight(None, tracking_uri, tracking=True)
+    import json
+
+    from mnist_sweep.app import evaluate_model
+
+    result = evaluate_model(
+        model_uri, tracking_uri=tracking_uri, data_dir=data_dir, dataset=dataset, seed=seed, figure=figure
+    )
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(result.lines()))
 
 
 @main.command()

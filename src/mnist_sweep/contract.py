@@ -227,6 +227,12 @@ TAG_GATE_CI_HIGH: Final = "mnist_sweep.gate.ci_high"
 """Upper end of that interval."""
 TAG_GATE_ALPHA: Final = "mnist_sweep.gate.alpha"
 """The significance level the gate required (p below it)."""
+TAG_ROBUST_ACCURACY: Final = "mnist_sweep.robust_accuracy"
+"""Accuracy on the seeded transformed test set (every transform of every test image), on run and version."""
+TAG_ROBUST_PREFIX: Final = "mnist_sweep.robust."
+"""``TAG_ROBUST_PREFIX + <transform>``: the accuracy on one transform (rotation, shift, scale, erode, dilate, noise)."""
+TAG_ROBUST_SEED: Final = "mnist_sweep.robust_seed"
+"""The seed of the transformed test set those accuracies were measured on."""
 
 # --------------------------------------------------------------------------- metric names of repeated trials
 # A trial run with ``repeats: k`` logs each seed's epoch metrics as ``seed<i>/<name>`` (i = 1..k) and

@@ -37,6 +37,7 @@ FIGURES = {
     "top_k_curves",
     "confusion_matrix",
     "misclassified",
+    "robustness",
 }
 
 
@@ -110,6 +111,7 @@ def test_report_writes_a_self_contained_page_and_logs_it_to_the_parent_run(
     for name in FIGURES:
         assert (out / f"{name}.png").read_bytes().startswith(PNG), name
     assert page.count('src="data:image/png;base64,') == len(FIGURES)  # self-contained
+    assert "robust accuracy 0." in page and "rotation 0." in page
     assert "Does relu beat sigmoid at depth 1 and 4?" in page
     assert "What the study found" in page and "All trials" in page
     assert page.count('<span class="state state-COMPLETE">') == 3

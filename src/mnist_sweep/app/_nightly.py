@@ -428,6 +428,8 @@ def _run_gate(
             alias=policy.alias,
             min_improvement=policy.margin,
             alpha=policy.alpha,
+            metric=policy.metric,
+            min_robust_accuracy=policy.min_robust_accuracy,
         )
     except NoCompleteTrial as exc:  # nothing to promote tonight: a decision, not a failure
         return {"decision": "no_candidate", "promoted": False, "reason": f"not promoted: {exc}"}

@@ -29,6 +29,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep import __version__, stats
+from mnist_sweep.app._evaluate import (
+    ROBUST_FIGURE,
+    measure_robustness,
+    robust_images,
+    robustness_figure,
+    robustness_text,
+)
 from mnist_sweep.config import DEFAULT_ALIAS, DEFAULT_ALPHA, DEFAULT_MIN_IMPROVEMENT, DEFAULT_MODEL_NAME
 from mnist_sweep.contract import (
     ATTR_TRACKING_URI,
@@ -50,6 +57,9 @@ from mnist_sweep.contract import (
     TAG_PREFIX,
     TAG_PREVIOUS_TEST_ACCURACY,
     TAG_PREVIOUS_VERSION,
+    TAG_ROBUST_ACCURACY,
+    TAG_ROBUST_PREFIX,
+    TAG_ROBUST_SEED,
     TAG_STORAGE,
     TAG_STUDY,
     TAG_SUPERSEDED_BY,
@@ -76,10 +86,12 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from mnist_sweep.app._inspect import BestTrial
+    from mnist_sweep.model import Robustness, RobustSet
 
 log = logging.getLogger(__name__)
 
 GATE_METRIC = "test accuracy"
+METRIC_WORDS = {"test_accuracy": "test accuracy", "robust_accuracy": "robust accuracy"}
 MAX_ALIAS_ROUNDS = 10
 
 
@@ -119,6 +131,7 @@ class Gate:
     alpha: float = DEFAULT_ALPHA
     test: stats.McNemar | None = None
     interval: stats.Interval | None = None
+    metric: str = "test_accuracy"
 
     def tags(self) -> dict[str, str]:
         """The ``mnist_sweep.gate.*`` tags that record this decision."""
@@ -136,8 +149,9 @@ class Gate:
         if self.test is None:
             return ""
         t = self.test
+        on = f"on {METRIC_WORDS.get(self.metric, self.metric)}: " if self.metric != "test_accuracy" else ""
         text = (
-            f"McNemar p = {_p_text(t.p_value)} over {t.discordant} discordant images "
+            f"{on}McNemar p = {_p_text(t.p_value)} over {t.discordant} discordant images "
             f"({t.a_only} only the candidate got right, {t.b_only} only the champion)"
         )
         if self.interval is not None:
@@ -162,21 +176,34 @@ def judge(
     *,
     min_improvement: float = DEFAULT_MIN_IMPROVEMENT,
     alpha: float = DEFAULT_ALPHA,
+    metric: str = "test_accuracy",
+    robust: float | None = None,
+    min_robust_accuracy: float | None = None,
 ) -> Gate:
     """The gate: better than ``champion`` by ``min_improvement`` and, on paired predictions, p < ``alpha``.
 
     Any candidate passes when there is no champion. Without paired predictions (a holder's score
-    read back from tags) only the margin can be checked.
+    read back from tags) only the margin can be checked. ``candidate`` and ``champion`` are
+    scores on ``metric``'s images; with ``min_robust_accuracy``, the candidate's ``robust``
+    accuracy must also reach that floor.
     """
+    if min_robust_accuracy is not None and robust is not None and robust < min_robust_accuracy - 1e-12:
+        return Gate(
+            False,
+            f"rejected: robust accuracy {robust:.4f} below the floor {min_robust_accuracy:g}",
+            "rejected",
+            alpha=alpha,
+            metric=metric,
+        )
     if champion is None:
-        return Gate(True, "promoted: no champion", "promoted", alpha=alpha)
+        return Gate(True, "promoted: no champion", "promoted", alpha=alpha, metric=metric)
     gain = candidate.accuracy - champion.accuracy
     test = interval = None
     if candidate.right is not None and champion.right is not None:
         test = stats.mcnemar_flags(candidate.right, champion.right)
         interval = stats.bootstrap_difference(test)
     p = f", p = {_p_text(test.p_value)}" if test is not None else ""
-    common: dict[str, Any] = {"gain": gain, "alpha": alpha, "test": test, "interval": interval}
+    common: dict[str, Any] = {"gain": gain, "alpha": alpha, "test": test, "interval": interval, "metric": metric}
     if gain <= 0:
         return Gate(False, f"rejected: not better ({gain:+.4f}{p})", "rejected", **common)
     if gain < min_improvement - 1e-12:  # accuracies are k/n: compare without float noise
@@ -221,6 +248,9 @@ class Promotion:
     version: str | None = None
     gate: Gate | None = None
     alpha: float = DEFAULT_ALPHA
+    metric: str = "test_accuracy"
+    candidate_robust: Robustness | None = None
+    champion_robust: Robustness | None = None
 
     @property
     def promoted(self) -> bool:
@@ -237,6 +267,8 @@ class Promotion:
         if self.champion is None:
             before = f"no version holds {self.alias} yet" if self.dry_run else f"no version held {self.alias} before"
             versus = f"{GATE_METRIC} {cand:.4f} on {images}; {before}"
+            if self.candidate_robust is not None:
+                versus += f"; {robustness_text(self.candidate_robust)}"
         else:
             gain = cand - self.champion.accuracy
             versus = (
@@ -244,6 +276,10 @@ class Promotion:
                 f"on the same {images} ({gain:+.4f}; the gate needs at least +{self.min_improvement:.4f} "
                 f"and p < {self.alpha:g})"
             )
+            if self.candidate_robust is not None and self.champion_robust is not None:
+                versus += (
+                    f"; robust accuracy {self.candidate_robust.accuracy:.4f} vs {self.champion_robust.accuracy:.4f}"
+                )
             evidence = self.gate.evidence() if self.gate is not None else ""
             if evidence:
                 versus += f"; {evidence}"
@@ -262,10 +298,10 @@ class Promotion:
             return f"promoted: {who} is now {target} (version {self.version}): {versus}."
         if self.decision == "not_significant":
             return (
-                f"not promoted: {who} is not significantly better than {target} (within noise): {versus}. "
+                f"not promoted: {who} is not significantly better than {target} (within noise): {versus}.{decided} "
                 "Nothing changed."
             )
-        return f"not promoted: {who} loses to {target}: {versus}. Nothing changed."
+        return f"not promoted: {who} loses to {target}: {versus}.{decided} Nothing changed."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -288,6 +324,12 @@ class Promotion:
             "min_improvement": self.min_improvement,
             "alpha": self.alpha,
             "gate": self.gate.to_dict() if self.gate is not None else None,
+            "gate_metric": self.metric,
+            "candidate_robust_accuracy": self.candidate_robust.accuracy if self.candidate_robust else None,
+            "champion_robust_accuracy": self.champion_robust.accuracy if self.champion_robust else None,
+            "candidate_robust_per_transform": (
+                dict(self.candidate_robust.per_transform) if self.candidate_robust else None
+            ),
             "reason": self.message(),
         }
 
@@ -321,6 +363,10 @@ class _TestSet:
     labels: np.ndarray
     sha256: str
 
+    @property
+    def robust(self) -> RobustSet:
+        return robust_images(self.images, self.labels, key=self.sha256)
+
 
 class _Scores:
     """Test-set scores of registry versions, each model evaluated at most once."""
@@ -329,6 +375,7 @@ class _Scores:
         self.registry = registry
         self.test = test
         self._cache: dict[str, Score] = {}
+        self._robust: dict[str, Robustness] = {}
 
     def of_version(self, version: ModelVersion) -> Score:
         key = str(version.version)
@@ -339,7 +386,12 @@ class _Scores:
             )
             model = load_resolved(resolved, tracking_uri=self.registry.uri)
             self._cache[key] = evaluate(model, self.test.images, self.test.labels)
+            self._robust[key] = measure_robustness(model, self.test.robust)
         return self._cache[key]
+
+    def robust_of_version(self, version: ModelVersion) -> Robustness:
+        self.of_version(version)
+        return self._robust[str(version.version)]
 
 
 def promote(
@@ -352,6 +404,8 @@ def promote(
     alias: str = DEFAULT_ALIAS,
     min_improvement: float = DEFAULT_MIN_IMPROVEMENT,
     alpha: float = DEFAULT_ALPHA,
+    metric: str = "test_accuracy",
+    min_robust_accuracy: float | None = None,
     dry_run: bool = False,
 ) -> Promotion:
     """Promote the best COMPLETE trial of ``study_name`` to ``model_name@alias`` if it passes the gate.
@@ -360,7 +414,10 @@ def promote(
     ``min_improvement`` above that of the model holding the alias, with McNemar's exact test on
     the paired predictions at p < ``alpha`` (any model passes when no version holds the alias).
     A candidate that loses, or wins within noise, changes nothing but the gate tags on its run;
-    ``dry_run`` never changes anything. Raises NoCompleteTrial, ModelMissing, DatasetMismatch,
+    ``dry_run`` never changes anything. Both models are also measured on the seeded transformed
+    test set (robust accuracy); ``metric="robust_accuracy"`` makes the gate compare those paired
+    predictions instead, and ``min_robust_accuracy`` sets a floor the candidate must reach.
+    Raises NoCompleteTrial, ModelMissing, DatasetMismatch,
     StorageError (unknown study) and TrackingError.
     """
     from mnist_sweep.app._inspect import best_of, resolve_storage
@@ -368,6 +425,8 @@ def promote(
     from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     _check_request(model_name, alias, min_improvement, alpha)
+    if metric not in METRIC_WORDS:
+        raise ConfigError(f"--metric {metric!r}: choose one of {', '.join(METRIC_WORDS)}")
     uri = check_tracking_uri(tracking_uri or default_tracking_uri())
     storage_url = resolve_storage(storage, uri)
     study = load_study(study_name, storage_url)
@@ -392,6 +451,7 @@ def promote(
             "champion": None,
             "min_improvement": min_improvement,
             "alpha": alpha,
+            "metric": metric,
             "dry_run": dry_run,
         }
         return Promotion(decision=decision, **{**base, **fields})
@@ -400,12 +460,34 @@ def promote(
         return outcome("already")
     test = _test_set(candidate, data_dir)
     scores = _Scores(registry, test)
-    ours = evaluate(load_model(candidate.model_uri, tracking_uri=uri), test.images, test.labels)
+    candidate_model = load_model(candidate.model_uri, tracking_uri=uri)
+    ours = evaluate(candidate_model, test.images, test.labels)
+    our_robust = measure_robustness(candidate_model, test.robust)
     champion = scores.of_version(holder) if holder is not None else None
-    gate = judge(ours, champion, min_improvement=min_improvement, alpha=alpha)
-    common = {"candidate": ours, "champion": champion, "data_sha256": test.sha256, "gate": gate}
+    champion_robust = scores.robust_of_version(holder) if holder is not None else None
+    on_metric = (
+        (_as_score(our_robust), _as_score(champion_robust) if champion_robust else None)
+        if metric == "robust_accuracy"
+        else (ours, champion)
+    )
+    gate = judge(
+        *on_metric,
+        min_improvement=min_improvement,
+        alpha=alpha,
+        metric=metric,
+        robust=our_robust.accuracy,
+        min_robust_accuracy=min_robust_accuracy,
+    )
+    common = {
+        "candidate": ours,
+        "champion": champion,
+        "data_sha256": test.sha256,
+        "gate": gate,
+        "candidate_robust": our_robust,
+        "champion_robust": champion_robust,
+    }
     if not dry_run:
-        _record_gate(candidate, gate, uri)
+        _record_gate(candidate, gate, our_robust, uri)
     if not gate.passed:
         return outcome(gate.kind, **common)
     if dry_run:
@@ -414,7 +496,11 @@ def promote(
         model_name,
         source=candidate.model_uri,
         run_id=candidate.run_id,
-        tags={**_version_tags(candidate, test, ours, holder, champion, min_improvement, storage_url), **gate.tags()},
+        tags={
+            **_version_tags(candidate, test, ours, holder, champion, min_improvement, storage_url),
+            **gate.tags(),
+            **_robust_tags(our_robust),
+        },
         description=_description(candidate, test, ours, holder, champion),
     )
     log.info("registered %s version %s from %s", model_name, version.version, candidate.model_uri)
@@ -488,12 +574,28 @@ def _recorded_score(version: ModelVersion, dataset: str, sha256: str) -> Score |
         return None
 
 
-def _record_gate(candidate: _Candidate, gate: Gate, tracking_uri: str) -> None:
-    """The decision as tags on the candidate's trial run (best effort: the registry is what counts)."""
+def _as_score(robust: Robustness) -> Score:
+    return Score(correct=robust.correct, total=robust.total, right=robust.right)
+
+
+def _robust_tags(robust: Robustness) -> dict[str, str]:
+    return {
+        TAG_ROBUST_ACCURACY: repr(robust.accuracy),
+        TAG_ROBUST_SEED: str(robust.seed),
+        **{TAG_ROBUST_PREFIX + name: repr(value) for name, value in robust.per_transform.items()},
+    }
+
+
+def _record_gate(candidate: _Candidate, gate: Gate, robust: Robustness, tracking_uri: str) -> None:
+    """The decision and the robustness figures on the candidate's trial run (best effort: the registry counts)."""
     if not candidate.run_id:
         return
     try:
-        existing_run(candidate.run_id, tracking_uri=tracking_uri).set_tags(gate.tags())
+        run = existing_run(candidate.run_id, tracking_uri=tracking_uri)
+        run.set_tags({**gate.tags(), **_robust_tags(robust)})
+        run.log_metrics(robust.as_dict())
+        title = f"study {candidate.best.study!r} trial {candidate.best.number}: accuracy per transform"
+        run.log_figure(robustness_figure(robust, title=title), ROBUST_FIGURE)
     except Exception as exc:
         log.warning("could not tag run %s with the gate decision: %s", candidate.run_id, first_line(exc))
 

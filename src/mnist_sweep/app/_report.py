@@ -564,9 +564,10 @@ def build_report(
         notes.append("Learning curves: no complete trial with a recorded history.")
     best_eval = _best_model_figures(s, tracking_uri=tracking_uri, data_dir=data_dir, notes=notes)
     if best_eval is not None:
-        caption, matrix, gallery = best_eval
+        caption, matrix, gallery, robust = best_eval
         keep("confusion_matrix", matrix)
         keep("misclassified", gallery)
+        keep("robustness", robust)
     else:
         caption = ""
     validation = ValidationFlags(tracking_uri=tracking_uri, data_dir=data_dir)
@@ -605,6 +606,7 @@ _TITLES = {
     "top_k_curves": "Learning curves of the top trials",
     "confusion_matrix": "Confusion matrix of the best model",
     "misclassified": "Misclassified test images",
+    "robustness": "Robustness of the best model",
 }
 
 
@@ -619,10 +621,11 @@ def _top_k_histories(s: _Study, k: int) -> dict[str, list[dict[str, float]]]:
 
 def _best_model_figures(
     s: _Study, *, tracking_uri: str | None, data_dir: str | None, notes: list[str]
-) -> tuple[str, Figure, Figure] | None:
-    """Confusion matrix and misclassified gallery of the best trial's logged model on the test set."""
+) -> tuple[str, Figure, Figure, Figure] | None:
+    """Confusion matrix, misclassified gallery and robustness of the best trial's logged model on the test set."""
     import numpy as np
 
+    from mnist_sweep.app._evaluate import measure_robustness, robust_images, robustness_figure, robustness_text
     from mnist_sweep.display import plots
     from mnist_sweep.model import load_dataset, probabilities
     from mnist_sweep.tracking import load_logged_model
@@ -648,12 +651,14 @@ def _best_model_figures(
     gallery = plots.misclassified_gallery(
         dataset.x_test, dataset.y_test, predicted, probs, dataset.class_names, n=GALLERY_SIZE
     )
+    robust = measure_robustness(model, robust_images(dataset.x_test, dataset.y_test, key=f"{dataset.sha256}:{limit}"))
+    robust_figure = robustness_figure(robust, title=f"{s.name}: best trial {best.number} on transformed test images")
     caption = (
         f"Trial {best.number}'s model ({best.model_uri}) on {len(dataset.y_test):,} {s.dataset} test images "
         + (f"(limit {limit}, {where})" if limit else "(the full test set)")
-        + "."
+        + f"; {robustness_text(robust)}."
     )
-    return caption, matrix, gallery
+    return caption, matrix, gallery, robust_figure
 
 
 def _data_limit(s: _Study, best: _Trial, *, tracking_uri: str | None) -> tuple[int | None, str]:
@@ -785,11 +790,13 @@ def _figures_section(images: Mapping[str, Path], best_caption: str, curves_shown
         "top_k_curves": f"Per-epoch curves of the {curves_shown} best complete trial(s), one line each.",
         "confusion_matrix": best_caption,
         "misclassified": "The mistakes the best model was surest of: true -> predicted (confidence).",
+        "robustness": "Accuracy on the seeded transformed test set, per transform (rotation ±15°, shift ±3 px, "
+        "scale 0.8-1.2, erode, dilate, noise) and overall: robust accuracy.",
     }
     parts = []
     for group, keys in (
         ("Search", ("optimization_history", "param_importances", "parallel_coordinate", "top_k_curves")),
-        ("Best model", ("confusion_matrix", "misclassified")),
+        ("Best model", ("confusion_matrix", "misclassified", "robustness")),
     ):
         shown = [k for k in keys if k in images]
         if not shown:
