@@ -420,13 +420,20 @@ def report(
 )
 @storage_option
 @tracking_option
-def compare(study_names: tuple[str, ...], out: Path | None, storage: str | None, tracking_uri: str | None) -> None:
-    """Put the best results of several studies side by side (a table and a bar chart)."""
+@data_dir_option
+def compare(
+    study_names: tuple[str, ...], out: Path | None, storage: str | None, tracking_uri: str | None, data_dir: str | None
+) -> None:
+    """Put the best results of several studies side by side (a table, a bar chart, and whether the lead is noise)."""
     _preflight(storage, tracking_uri, tracking=True)
     from mnist_sweep.app import compare_studies
 
-    result = compare_studies(study_names, storage=storage, tracking_uri=tracking_uri, out=out)
+    result = compare_studies(study_names, storage=storage, tracking_uri=tracking_uri, out=out, data_dir=data_dir)
     click.echo(result.table)
+    if result.verdict:
+        click.echo(f"\n{result.verdict}")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"\nwrote {result.chart} ({result.chart_label}), {result.csv} and {result.html}")
 
 
@@ -518,6 +525,26 @@ def best(study_name: str, storage: str | None, tracking_uri: str | None, as_json
     show_default=True,
     help="Test accuracy the candidate must gain over the alias holder.",
 )
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level: promote only when McNemar's exact test gives p below it.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["test_accuracy", "robust_accuracy"]),
+    default="test_accuracy",
+    show_default=True,
+    help="What the gate compares: the test set, or its seeded transformed copy.",
+)
+@click.option(
+    "--min-robust-accuracy",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Also require this accuracy on the transformed test set.",
+)
 @click.option("--dry-run", is_flag=True, help="Evaluate both models and report; register and move nothing.")
 @storage_option
 @tracking_option
@@ -528,18 +555,22 @@ def promote(
     model_name: str,
     alias: str,
     min_improvement: float,
+    alpha: float,
+    metric: str,
+    min_robust_accuracy: float | None,
     dry_run: bool,
     storage: str | None,
     tracking_uri: str | None,
     data_dir: str | None,
     as_json: bool,
 ) -> None:
-    """Promote STUDY's best trial to MODEL_NAME@ALIAS if it wins on the held-out test set.
+    """Promote STUDY's best trial to MODEL_NAME@ALIAS if it wins on the held-out test set beyond noise.
 
     The best COMPLETE trial (chosen on validation data) and the model holding the alias are
     both evaluated on the full test set; only a candidate whose test accuracy is higher by
-    --min-improvement is registered as a new version and gets the alias. A candidate that
-    loses changes nothing (exit code 0).
+    --min-improvement, with McNemar's exact test on the paired predictions at p < --alpha, is
+    registered as a new version and gets the alias. A candidate that loses or wins within
+    noise changes nothing in the registry (exit code 0); the decision is tagged on its run.
     """
     _preflight(storage, tracking_uri, tracking=True)
     import json
@@ -554,9 +585,50 @@ def promote(
         model_name=model_name,
         alias=alias,
         min_improvement=min_improvement,
+        alpha=alpha,
+        metric=metric,
+        min_robust_accuracy=min_robust_accuracy,
         dry_run=dry_run,
     )
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.message())
+
+
+@main.command()
+@click.argument("model_uri")
+@click.option("--dataset", default=None, help="mnist or fashion_mnist, when the model records none.")
+@click.option("--seed", type=int, default=None, help="Seed of the transformed test set (default: the gate's, 0).")
+@click.option(
+    "--figure",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the per-transform bar chart (PNG) here.",
+)
+@tracking_option
+@data_dir_option
+@json_option
+def evaluate(
+    model_uri: str,
+    dataset: str | None,
+    seed: int | None,
+    figure: Path | None,
+    tracking_uri: str | None,
+    data_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Test accuracy and robust accuracy (rotation, shift, scale, stroke width, noise) of MODEL_URI.
+
+    MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-... or runs:/<run id>/model. The
+    transformed test set is seeded, so the figures are the same on every run and match the gate's.
+    """
+    _preflight(None, tracking_uri, tracking=True)
+    import json
+
+    from mnist_sweep.app import evaluate_model
+
+    result = evaluate_model(
+        model_uri, tracking_uri=tracking_uri, data_dir=data_dir, dataset=dataset, seed=seed, figure=figure
+    )
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(result.lines()))
 
 
 @main.command()

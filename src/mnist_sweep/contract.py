@@ -42,6 +42,16 @@ ATTR_PARAM_COUNT: Final = "param_count"
 """Number of weights of the trained model."""
 ATTR_MODEL_URI: Final = "model_uri"
 """The trial's logged MLflow model (``models:/m-...``)."""
+ATTR_SEED_VALUES: Final = "seed_values"
+"""With ``repeats: k`` > 1: each seed's final objective value, in seed order (the trial's value is their mean)."""
+ATTR_VALUE_STD: Final = "value_std"
+"""With ``repeats`` > 1: the sample standard deviation of those values."""
+ATTR_VALUE_CI_LOW: Final = "value_ci_low"
+"""With ``repeats`` > 1: lower end of the Student-t 95% CI of their mean."""
+ATTR_VALUE_CI_HIGH: Final = "value_ci_high"
+"""With ``repeats`` > 1: upper end of that interval."""
+ATTR_LOGGED_SEED: Final = "logged_seed"
+"""With ``repeats`` > 1: which seed (1-based) is the logged model: the one with the median validation score."""
 ATTR_WARM_START_SOURCE: Final = "warm_start"
 """Where an enqueued warm-start trial's params came from (the champion, or an earlier night's top trial)."""
 
@@ -138,6 +148,11 @@ TAG_NIGHT_PROMOTION: Final = "mnist_sweep.night_promotion"
 TAG_NIGHT_REPORTED: Final = "mnist_sweep.night_reported"
 """``true`` once the night's report is logged (a re-run with nothing new keeps it)."""
 
+TAG_REPEATS: Final = "mnist_sweep.repeats"
+"""Seeds a trial run trained (only with ``repeats`` > 1)."""
+TAG_LOGGED_SEED: Final = "mnist_sweep.logged_seed"
+"""Which of them (1-based) is the run's logged model: the median validation score."""
+
 TAG_GIT_DIRTY: Final = "mnist_sweep.git_dirty"
 """``true`` when the checkout had uncommitted changes (``mlflow.source.git.commit`` alone would hide them)."""
 TAG_TRAIN_LIMIT: Final = "mnist_sweep.train_limit"
@@ -195,6 +210,39 @@ TAG_PREVIOUS_TEST_ACCURACY: Final = "mnist_sweep.previous_test_accuracy"
 """That version's test accuracy on the same images."""
 TAG_SUPERSEDED_BY: Final = "mnist_sweep.superseded_by"
 """The version that took the alias while this one was being promoted."""
+
+# --------------------------------------------------------------------------- the significance gate (issue 13)
+# Set on the candidate's trial run by every promote decision (not by --dry-run), and on the
+# model version when one is registered.
+
+TAG_GATE_DECISION: Final = "mnist_sweep.gate.decision"
+"""What the gate decided, in words: ``promoted: no champion``, ``not significant: ...``, ``rejected: ...``."""
+TAG_GATE_P_VALUE: Final = "mnist_sweep.gate.p_value"
+"""Two-sided p-value of McNemar's exact test, candidate vs alias holder (absent with no champion)."""
+TAG_GATE_DISCORDANT: Final = "mnist_sweep.gate.discordant"
+"""Both discordant counts: ``<images only the candidate got right>,<images only the holder got right>``."""
+TAG_GATE_CI_LOW: Final = "mnist_sweep.gate.ci_low"
+"""Lower end of the bootstrap 95% CI of candidate minus holder accuracy."""
+TAG_GATE_CI_HIGH: Final = "mnist_sweep.gate.ci_high"
+"""Upper end of that interval."""
+TAG_GATE_ALPHA: Final = "mnist_sweep.gate.alpha"
+"""The significance level the gate required (p below it)."""
+TAG_ROBUST_ACCURACY: Final = "mnist_sweep.robust_accuracy"
+"""Accuracy on the seeded transformed test set (every transform of every test image), on run and version."""
+TAG_ROBUST_PREFIX: Final = "mnist_sweep.robust."
+"""``TAG_ROBUST_PREFIX + <transform>``: the accuracy on one transform (rotation, shift, scale, erode, dilate, noise)."""
+TAG_ROBUST_SEED: Final = "mnist_sweep.robust_seed"
+"""The seed of the transformed test set those accuracies were measured on."""
+
+# --------------------------------------------------------------------------- metric names of repeated trials
+# A trial run with ``repeats: k`` logs each seed's epoch metrics as ``seed<i>/<name>`` (i = 1..k) and
+# their mean under the plain name, and for the objective metric ``<metric>_std``, ``_ci_low``, ``_ci_high``.
+
+SEED_METRIC: Final = "seed{index}/{name}"
+"""Format of a per-seed metric name."""
+METRIC_STD_SUFFIX: Final = "_std"
+METRIC_CI_LOW_SUFFIX: Final = "_ci_low"
+METRIC_CI_HIGH_SUFFIX: Final = "_ci_high"
 
 # --------------------------------------------------------------------------- values
 

@@ -103,6 +103,61 @@ def test_better_candidate_moves_the_alias(studies: Studies) -> None:
     assert float(version.tags["mnist_sweep.test_accuracy"]) > weak + 0.001
 
 
+def test_the_gate_records_its_decision_on_the_run_and_the_version(studies: Studies) -> None:
+    first = promote(studies, studies.weak, "gated")
+    assert first.exit_code == 0, first.output
+    weak_run = studies.client().get_run(studies.best(studies.weak).run_id).data.tags
+    assert weak_run["mnist_sweep.gate.decision"] == "promoted: no champion"
+    assert "mnist_sweep.gate.p_value" not in weak_run
+    assert holder(studies, "gated").tags["mnist_sweep.gate.decision"] == "promoted: no champion"
+
+    second = promote(studies, studies.strong, "gated", "--min-improvement", "0")
+
+    assert second.exit_code == 0 and second.output.startswith("promoted:"), second.output
+    assert "McNemar p = " in second.output and "discordant images" in second.output
+    run = studies.client().get_run(studies.best(studies.strong).run_id).data.tags
+    version = holder(studies, "gated").tags
+    for tags in (run, version):
+        assert tags["mnist_sweep.gate.decision"].startswith("promoted: better by +")
+        assert float(tags["mnist_sweep.gate.p_value"]) < 0.05
+        strong_only, weak_only = (int(n) for n in tags["mnist_sweep.gate.discordant"].split(","))
+        assert strong_only > weak_only
+        assert 0 < float(tags["mnist_sweep.gate.ci_low"]) < float(tags["mnist_sweep.gate.ci_high"])
+    assert 0 < float(version["mnist_sweep.robust_accuracy"]) < 1 and version["mnist_sweep.robust_seed"] == "0"
+    assert {f"mnist_sweep.robust.{t}" for t in ("rotation", "shift", "scale", "erode", "dilate", "noise")} <= set(run)
+    artifacts = {a.path for a in studies.client().list_artifacts(studies.best(studies.strong).run_id, "robustness")}
+    assert artifacts == {"robustness/robust_accuracy.png"}
+    gain = float(version["mnist_sweep.test_accuracy"]) - float(version["mnist_sweep.previous_test_accuracy"])
+    assert gain == pytest.approx((strong_only - weak_only) / 10_000)
+
+
+def test_robust_gate_metric_and_floor(studies: Studies) -> None:
+    assert promote(studies, studies.weak, "robust").exit_code == 0
+
+    floor = promote(studies, studies.strong, "robust", "--min-robust-accuracy", "0.999")
+    assert floor.exit_code == 0 and floor.output.startswith("not promoted:"), floor.output
+    assert "Gate decision: rejected: robust accuracy 0." in floor.output and "below the floor 0.999" in floor.output
+    assert holder(studies, "robust").tags["mnist_sweep.study"] == "weak"
+
+    result = promote(studies, studies.strong, "robust", "--metric", "robust_accuracy", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "on robust accuracy: McNemar p = " in result.output and "would promote" in result.output
+
+
+def test_evaluate_prints_the_same_robust_figures_on_every_run(studies: Studies, tmp_path: Path) -> None:
+    uri = studies.best(studies.strong).model_uri
+    args = ["evaluate", uri, "--tracking-uri", studies.tracking_uri]
+    first = CliRunner().invoke(main, [*args, "--figure", str(tmp_path / "r.png")], catch_exceptions=False)
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    lines = first.output.splitlines()
+    assert lines[1].startswith("test accuracy 0.") and "/10000 mnist test images" in lines[1]
+    assert lines[2].startswith("robust accuracy 0.") and "/60000 transformed test images, seed 0" in lines[2]
+    assert [line.split()[0] for line in lines[3:9]] == ["rotation", "shift", "scale", "erode", "dilate", "noise"]
+    assert again.output.splitlines()[:9] == lines[:9]  # the transformed set is seeded: reproducible
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def versions_by_number(studies: Studies, model_name: str) -> dict[str, Any]:
     return {str(v.version): v for v in versions(studies, model_name)}
 
@@ -132,6 +187,8 @@ def test_dry_run_never_changes_anything(studies: Studies) -> None:
 
     assert result.exit_code == 0, result.output
     assert result.output.startswith("dry run: would promote") and "Nothing changed." in result.output
+    assert "McNemar p = " in result.output and "95% CI of the gain" in result.output
+    assert "Gate decision: promoted: better by" in result.output
     assert numbers(studies, "dry") == ["1"]
     assert holder(studies, "dry").tags["mnist_sweep.study"] == "weak"
 

@@ -37,6 +37,7 @@ FIGURES = {
     "top_k_curves",
     "confusion_matrix",
     "misclassified",
+    "robustness",
 }
 
 
@@ -103,11 +104,14 @@ def test_report_writes_a_self_contained_page_and_logs_it_to_the_parent_run(
 
     assert result.exit_code == 0, result.output
     assert "activation: " in result.output and " won with best val_accuracy" in result.output
+    # One seed per trial: the lead is tested on the two best models' paired validation predictions.
+    assert "(95% CI), " in result.output and "McNemar's exact test on both models' 60 validation" in result.output
     assert f"logged to MLflow run {tiny_study.parent_run_id}" in result.output
     page = (out / "report.html").read_text()
     for name in FIGURES:
         assert (out / f"{name}.png").read_bytes().startswith(PNG), name
     assert page.count('src="data:image/png;base64,') == len(FIGURES)  # self-contained
+    assert "robust accuracy 0." in page and "rotation 0." in page
     assert "Does relu beat sigmoid at depth 1 and 4?" in page
     assert "What the study found" in page and "All trials" in page
     assert page.count('<span class="state state-COMPLETE">') == 3
@@ -182,9 +186,15 @@ def test_compare_puts_studies_side_by_side(tiny_study: TinyStudy, tmp_path: Path
             from_study_name="tiny", from_storage=tiny_study.storage, to_storage=storage, to_study_name=name
         )
     out = tmp_path / "cmp"
-    result = cli("compare", "activation", "loss", "--storage", storage, "--out", str(out))
+    result = cli(
+        "compare", "activation", "loss", "--storage", storage, "--tracking-uri", tiny_study.tracking_uri,
+        "--out", str(out),
+    )  # fmt: skip
 
     assert result.exit_code == 0, result.output
+    # The same best model twice: no discordant image, nothing beyond noise.
+    assert "study activation leads study loss by 0.00 ± 0.00 points (95% CI), within noise (p = 1.000" in result.output
+    assert "0 discordant): run with `repeats: 3` to tell them apart." in result.output
     lines = result.output.splitlines()
     assert lines[0].split()[:4] == ["study", "dataset", "objective", "best"]
     assert [line.split()[0] for line in lines[2:4]] == ["activation", "loss"]
@@ -289,6 +299,57 @@ def test_answer_names_the_winner_the_margin_and_the_settings_stuck_at_chance() -
     assert "Stayed at chance (val_accuracy <= 0.15): activation=sigmoid with depth=10 (trial 3: 0.1100)." in text
     assert "learning_rate: the best 2 of 4 completed trials used 0.001 to 0.002" in text
     assert text.endswith("1 trial was pruned and 1 failed (diverged).")
+
+
+def seeded_study(relu: list[float], tanh: list[float]) -> Any:
+    """Two activations, one trial each, with per-seed values (``repeats: k``)."""
+    import statistics
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    study = optuna.create_study(study_name="seeded", direction="maximize")
+    study.set_user_attr("objective_metric", "val_accuracy")
+    for activation, values in (("relu", relu), ("tanh", tanh)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"activation": activation},
+                distributions={"activation": CategoricalDistribution(["relu", "tanh"])},
+                value=statistics.fmean(values),
+                user_attrs={"seed_values": values, "history": [{"val_accuracy": statistics.fmean(values)}]},
+            )
+        )
+    return study
+
+
+def test_answer_tests_the_lead_across_seeds_with_welch() -> None:
+    from mnist_sweep import stats
+    from mnist_sweep.app._report import answer_in_words
+
+    clear = answer_in_words(seeded_study([0.970, 0.972, 0.971], [0.960, 0.962, 0.961]))
+    welch = stats.welch([0.970, 0.972, 0.971], [0.960, 0.962, 0.961])
+    assert (
+        f"activation: relu leads tanh by 1.00 ± {welch.interval.half_width * 100:.2f} points (95% CI), "
+        f"p = {welch.p_value:.2g}: beyond noise at 5% (Welch's t-test over 3 and 3 seeds)." in clear
+    )
+    noisy = answer_in_words(seeded_study([0.970, 0.960, 0.975], [0.965, 0.972, 0.958]))
+    assert "within noise (p = 0." in noisy and "run with `repeats: 6` to tell them apart." in noisy
+
+
+def test_answer_tests_one_seed_with_mcnemar_on_validation_predictions() -> None:
+    import numpy as np
+
+    from mnist_sweep.app._report import _findings, read_study
+
+    study = seeded_study([0.9], [0.8])  # one seed each: no Welch
+    right = {0: np.array([True] * 9 + [False]), 1: np.array([True] * 8 + [False] * 2)}
+    text = " ".join(_findings(read_study(study), lambda t: right[t.number]))
+    # Only the 9th image differs: one discordant pair, p = 1.
+    assert "activation: relu leads tanh by 10.00 ± " in text
+    assert (
+        "within noise (p = 1.000; McNemar's exact test on both models' 10 validation predictions, 1 discordant)" in text
+    )
+    assert "leads" not in " ".join(_findings(read_study(study)))  # no models, no test, no claim
 
 
 def test_answer_follows_the_direction_of_a_minimized_objective() -> None:

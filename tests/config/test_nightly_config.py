@@ -40,6 +40,7 @@ def test_defaults_and_relative_space_paths(tmp_path: Path) -> None:
     assert Path(config.spaces[0].source) == tmp_path / "spaces" / "tiny.yaml"
     assert config.budget.n_trials is None and config.budget.timeout == 60
     assert config.promotion.metric == "test_accuracy" and config.promotion.alias == "champion"
+    assert config.promotion.alpha == 0.05 and config.promotion.min_robust_accuracy is None
     assert config.warm_start.champion and config.warm_start.previous_top_k == 3
     assert config.retention.nights is None and config.lock_ttl == 300
 
@@ -73,6 +74,10 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ("alias latest", {"promotion": {"alias": "latest"}}, ["promotion.alias", "'latest'"]),
     ("alias like a version", {"promotion": {"alias": "v3"}}, ["promotion.alias", "like 'v1'"]),
     ("promotion unknown key", {"promotion": {"alias_name": "x"}}, ["promotion.alias_name", "did you mean 'alias'?"]),
+    ("alpha zero", {"promotion": {"alpha": 0}}, ["promotion.alpha", "must be in (0, 1]"]),
+    ("alpha above one", {"promotion": {"alpha": 1.5}}, ["promotion.alpha", "significance level"]),
+    ("alpha not a number", {"promotion": {"alpha": "low"}}, ["promotion.alpha", "must be a number"]),
+    ("robust floor above one", {"promotion": {"min_robust_accuracy": 2}}, ["promotion.min_robust_accuracy", "[0, 1]"]),
     ("warm start not bool", {"warm_start": {"champion": "yes"}}, ["warm_start.champion", "true or false"]),
     ("negative top k", {"warm_start": {"previous_top_k": -1}}, ["warm_start.previous_top_k", ">= 0"]),
     ("zero nights", {"retention": {"nights": 0}}, ["retention.nights", "must be >= 1"]),
@@ -80,6 +85,14 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ("zero ttl", {"lock": {"ttl": 0}}, ["lock.ttl", "must be > 0 seconds"]),
     ("lock unknown key", {"lock": {"timeout": 3}}, ["lock.timeout", "unknown key"]),
 ]
+
+
+def test_robust_gate_settings_are_read(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, {"promotion": {"metric": "robust_accuracy", "alpha": 0.01, "min_robust_accuracy": 0.9}}
+    )
+    promotion = load_nightly(path).promotion
+    assert (promotion.metric, promotion.alpha, promotion.min_robust_accuracy) == ("robust_accuracy", 0.01, 0.9)
 
 
 @pytest.mark.parametrize(("changes", "expected"), [r[1:] for r in INVALID], ids=[r[0] for r in INVALID])

@@ -107,6 +107,14 @@ def test_shipped_activation_is_the_make_run_grid() -> None:
     assert seen == set(itertools.product(["relu", "sigmoid", "tanh"], [1, 2, 5, 10]))
 
 
+def test_repeats_default_to_one_and_round_trip() -> None:
+    plain = parse(mutated({}))
+    assert plain.repeats == 1 and "repeats" not in plain.to_dict()  # one seed: the file reads as before
+    repeated = parse(mutated({"repeats": 3}))
+    assert repeated.repeats == 3
+    assert parse(repeated.to_dict()).repeats == 3
+
+
 # -- invalid input: table-driven ----------------------------------------------------------
 
 INVALID = [
@@ -121,6 +129,10 @@ INVALID = [
     ("seed too large", {"seed": 2**40}, ["seed", "2**32 - 1"]),
     ("limit too small", {"limit": 5}, ["limit", "must be >= 10, got 5"]),
     ("limit float", {"limit": 1000.5}, ["limit", "must be an integer"]),
+    ("repeats zero", {"repeats": 0}, ["repeats", "must be >= 1, got 0"]),
+    ("repeats float", {"repeats": 2.5}, ["repeats", "must be an integer"]),
+    ("repeats string", {"repeats": "3"}, ["repeats", "must be an integer"]),
+    ("repeats bool", {"repeats": True}, ["repeats", "must be an integer"]),
     ("unknown metric", {"objective": {"metric": "accuracy"}}, ["objective.metric", "unknown metric 'accuracy'"]),
     (
         "contradictory objective",

@@ -1,4 +1,4 @@
-"""What the commands do: train, inspect, report, promote, predict, dashboard, nightly.
+"""What the commands do: train, inspect, report, promote, evaluate, predict, dashboard, nightly.
 
 Each is one library call that the CLI wraps; none prints or exits.
 """
@@ -12,6 +12,7 @@ from mnist_sweep._lazy import lazy_exports
 if TYPE_CHECKING:
     from mnist_sweep.app._compare import compare_studies
     from mnist_sweep.app._dashboard import prepare_dashboard
+    from mnist_sweep.app._evaluate import evaluate_model
     from mnist_sweep.app._inspect import (
         best_trial,
         format_best,
@@ -36,6 +37,7 @@ __getattr__, __all__ = lazy_exports(
         "best_trial": "_inspect",
         "build_report": "_report",
         "compare_studies": "_compare",
+        "evaluate_model": "_evaluate",
         "format_best": "_inspect",
         "format_result": "_nightly_report",
         "format_status": "_inspect",

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnist_sweep.app._report import DEFAULT_OUT, metric_text, read_study, settings_text
+from mnist_sweep.app._report import (
+    DEFAULT_OUT,
+    ValidationFlags,
+    _Study,
+    lead_sentence,
+    metric_text,
+    read_study,
+    settings_text,
+)
 from mnist_sweep.display import PAGE_CSS, figure_html, text_table
 from mnist_sweep.errors import MnistSweepError
 
@@ -48,11 +56,17 @@ class Comparison:
     csv: Path
     html: Path
     chart_label: str
+    verdict: str = ""
+    """Whether the best study leads the runner-up beyond noise (empty when it cannot be told)."""
+    notes: tuple[str, ...] = ()
 
 
 def study_best(study: optuna.Study) -> StudyBest:
     """The row :func:`compare_studies` shows for ``study``: its counts and its best trial."""
-    s = read_study(study)
+    return _row(read_study(study))
+
+
+def _row(s: _Study) -> StudyBest:
     counts = s.counts()
     best = s.best
     row = StudyBest(
@@ -85,11 +99,15 @@ def compare_studies(
     storage: str | None = None,
     tracking_uri: str | None = None,
     out: str | Path | None = None,
+    data_dir: str | None = None,
 ) -> Comparison:
     """The best results of several studies side by side: a text table, a CSV, a bar chart, an HTML page.
 
     The chart shows the best objective value when every study optimizes the same metric, else
-    the test accuracy of each study's best trial (comparable whatever the objective).
+    the test accuracy of each study's best trial (comparable whatever the objective). When they
+    share a metric, ``verdict`` says whether the best study's lead over the runner-up is beyond
+    noise (Welch's t-test over seeds, or McNemar's test on the two best models' predictions
+    when both studies validated on the same images).
     """
     from mnist_sweep.display import plots
     from mnist_sweep.stores import default_storage, load_study
@@ -98,7 +116,8 @@ def compare_studies(
     if not names:
         raise MnistSweepError("compare needs at least one study name")
     storage = storage or default_storage(tracking_uri)
-    rows = tuple(study_best(load_study(name, storage)) for name in names)
+    read = [read_study(load_study(name, storage)) for name in names]
+    rows = tuple(_row(s) for s in read)
     target = Path(out) if out is not None else DEFAULT_OUT / "compare"
     target.mkdir(parents=True, exist_ok=True)
     metrics = {r.metric for r in rows}
@@ -122,11 +141,46 @@ def compare_studies(
     csv_path = target / "compare.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(table_rows)
+    validation = ValidationFlags(tracking_uri=tracking_uri, data_dir=data_dir)
+    verdict = _verdict(read, validation) if len(metrics) == 1 else ""
     html_path = target / "compare.html"
-    html_path.write_text(_render_comparison(table_rows, chart, label), encoding="utf-8")
+    html_path.write_text(_render_comparison(table_rows, chart, label, verdict), encoding="utf-8")
     return Comparison(
-        rows=rows, table=text_table(table_rows), chart=chart, csv=csv_path, html=html_path, chart_label=label
+        rows=rows,
+        table=text_table(table_rows),
+        chart=chart,
+        csv=csv_path,
+        html=html_path,
+        chart_label=label,
+        verdict=verdict,
+        notes=tuple(validation.notes),
     )
+
+
+def _verdict(studies: Sequence[_Study], validation: ValidationFlags) -> str:
+    """The leading study against the runner-up, beyond noise or not."""
+    done = [s for s in studies if s.best is not None]
+    if len(done) < 2:
+        return ""
+    maximize = done[0].maximize
+    ranked = sorted(done, key=lambda s: float(s.best.value or 0.0) if s.best else 0.0, reverse=maximize)
+    first, second = ranked[0], ranked[1]
+    a, b = first.best, second.best
+    assert a is not None and b is not None
+
+    def flags(t: Any) -> Any:
+        study = first if t is a else second
+        return validation.of(study, t)
+
+    paired = first.dataset == second.dataset
+    sentence = lead_sentence(
+        f"study {first.name}", f"study {second.name}", a, b, metric=first.metric, maximize=maximize,
+        flags=flags if paired else None,
+    )  # fmt: skip
+    splits = {validation.splits.get((s.name, t.number)) for s, t in ((first, a), (second, b))}
+    if len(splits) > 1:  # different validation images: predictions cannot be paired
+        return ""
+    return sentence
 
 
 def _comparison_rows(rows: Sequence[StudyBest]) -> list[list[str]]:
@@ -150,7 +204,7 @@ def _comparison_rows(rows: Sequence[StudyBest]) -> list[list[str]]:
     return out
 
 
-def _render_comparison(rows: Sequence[Sequence[str]], chart: Path, label: str) -> str:
+def _render_comparison(rows: Sequence[Sequence[str]], chart: Path, label: str, verdict: str = "") -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
@@ -161,6 +215,7 @@ def _render_comparison(rows: Sequence[Sequence[str]], chart: Path, label: str) -
         f'<header><h1>Studies side by side</h1><div class="meta">{e(names)}</div></header>'
         f'<section><h2>Best results</h2><div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></div></section>"
-        f"<section>{figure_html(chart, label.capitalize(), 'One bar per study.')}</section>"
+        + (f'<section><h2>Beyond noise?</h2><p class="answer">{e(verdict)}</p></section>' if verdict else "")
+        + f"<section>{figure_html(chart, label.capitalize(), 'One bar per study.')}</section>"
         "</main></body></html>\n"
     )

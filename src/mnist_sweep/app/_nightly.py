@@ -435,6 +435,9 @@ def _run_gate(
             model_name=policy.model_name,
             alias=policy.alias,
             min_improvement=policy.margin,
+            alpha=policy.alpha,
+            metric=policy.metric,
+            min_robust_accuracy=policy.min_robust_accuracy,
         )
     except NoCompleteTrial as exc:  # nothing to promote tonight: a decision, not a failure
         return {"decision": "no_candidate", "promoted": False, "reason": f"not promoted: {exc}"}

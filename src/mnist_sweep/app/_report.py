@@ -16,11 +16,12 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_sweep import stats
 from mnist_sweep.contract import (
     ATTR_DATASET,
     ATTR_EXPERIMENT,
@@ -29,12 +30,14 @@ from mnist_sweep.contract import (
     ATTR_OBJECTIVE_METRIC,
     ATTR_PARENT_RUN,
     ATTR_QUESTION,
+    ATTR_SEED_VALUES,
     ATTR_SPACE_FILE,
 )
 from mnist_sweep.display import PAGE_CSS, figure_html
 from mnist_sweep.errors import MnistSweepError
 
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
     from matplotlib.figure import Figure
 
@@ -84,6 +87,7 @@ class _Trial:
     note: str
     run_id: str | None
     model_uri: str | None
+    seed_values: tuple[float, ...] = ()  # each seed's final objective value, with ``repeats`` > 1
 
     @property
     def final_val_accuracy(self) -> float | None:
@@ -161,6 +165,7 @@ def read_study(study: optuna.Study) -> _Study:
                 note=summary.note,
                 run_id=summary.run_id,
                 model_uri=attrs.get(ATTR_MODEL_URI) or None,
+                seed_values=_seed_values(attrs.get(ATTR_SEED_VALUES)),
             )
         )
     attrs = study.user_attrs
@@ -175,6 +180,105 @@ def read_study(study: optuna.Study) -> _Study:
         numeric=numeric,
         attrs=dict(attrs),
     )
+
+
+def _seed_values(raw: Any) -> tuple[float, ...]:
+    if not isinstance(raw, list | tuple):
+        return ()
+    try:
+        return tuple(float(v) for v in raw)
+    except (TypeError, ValueError):
+        return ()
+
+
+# --------------------------------------------------------------------------- beyond noise?
+
+FlagsOf = Callable[[_Trial], "np.ndarray | None"]
+"""Which validation images a trial's model got right (None when its model cannot be had)."""
+
+
+def lead_sentence(
+    leader: str, other: str, a: _Trial, b: _Trial, *, metric: str, maximize: bool, flags: FlagsOf | None = None
+) -> str:
+    """Whether ``a`` (named ``leader``) leads ``b`` beyond noise, in one sentence; empty with no evidence.
+
+    With at least two seeds on each side: Welch's t-test over the seeds' values. Otherwise
+    McNemar's exact test on the two models' validation predictions (``flags``), with the
+    bootstrap CI of their accuracy difference.
+    """
+    if len(a.seed_values) >= 2 and len(b.seed_values) >= 2:
+        test = stats.welch(a.seed_values, b.seed_values)
+        sign = 1 if maximize else -1
+        lead, half, p = sign * test.difference, test.interval.half_width, test.p_value
+        how = f"Welch's t-test over {len(a.seed_values)} and {len(b.seed_values)} seeds"
+        more = f"`repeats: {max(3, 2 * max(len(a.seed_values), len(b.seed_values)))}`"
+        accuracy = "accuracy" in metric
+    elif flags is not None:
+        right_a, right_b = flags(a), flags(b)
+        if right_a is None or right_b is None or len(right_a) != len(right_b):
+            return ""
+        paired = stats.mcnemar_flags(right_a, right_b)
+        interval = stats.bootstrap_difference(paired)
+        lead, half, p = paired.difference, interval.half_width, paired.p_value
+        how = (
+            f"McNemar's exact test on both models' {paired.n:,} validation predictions, {paired.discordant} discordant"
+        )
+        more, accuracy = "`repeats: 3`", True
+    else:
+        return ""
+    amount = f"{lead * 100:.2f} ± {half * 100:.2f} points" if accuracy else f"{lead:.4f} ± {half:.4f}"
+    if accuracy and "accuracy" not in metric:
+        amount += " of validation accuracy"
+    shown = f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+    if p < stats.ALPHA:
+        return f"{leader} leads {other} by {amount} (95% CI), p = {shown}: beyond noise at 5% ({how})."
+    return (
+        f"{leader} leads {other} by {amount} (95% CI), within noise (p = {shown}; {how}): "
+        f"run with {more} to tell them apart."
+    )
+
+
+class ValidationFlags:
+    """Validation predictions of trials' logged models, each model loaded and run once.
+
+    The validation split is rebuilt as the study cut it (its ``limit``), so two models of the
+    same study are paired image by image. ``notes`` collects why a model could not be used.
+    """
+
+    def __init__(self, *, tracking_uri: str | None, data_dir: str | None) -> None:
+        self.tracking_uri = tracking_uri
+        self.data_dir = data_dir
+        self.notes: list[str] = []
+        self._cache: dict[tuple[str, int], np.ndarray | None] = {}
+        self.splits: dict[tuple[str, int], tuple[str, int | None]] = {}
+
+    def of(self, s: _Study, t: _Trial) -> np.ndarray | None:
+        key = (s.name, t.number)
+        if key not in self._cache:
+            self._cache[key] = self._measure(s, t)
+        return self._cache[key]
+
+    def for_study(self, s: _Study) -> FlagsOf:
+        return lambda t: self.of(s, t)
+
+    def _measure(self, s: _Study, t: _Trial) -> np.ndarray | None:
+        import numpy as np
+
+        from mnist_sweep.model import load_dataset, probabilities
+        from mnist_sweep.tracking import load_logged_model
+
+        if not t.model_uri:
+            self.notes.append(f"Significance: trial {t.number} of {s.name} logged no model, so it was not tested.")
+            return None
+        limit, _ = _data_limit(s, t, tracking_uri=self.tracking_uri)
+        try:
+            model = load_logged_model(t.model_uri, tracking_uri=self.tracking_uri)
+            dataset = load_dataset(s.dataset, data_dir=self.data_dir, limit=limit)
+        except MnistSweepError as exc:
+            self.notes.append(f"Significance: trial {t.number} of {s.name}: {exc}")
+            return None
+        self.splits[(s.name, t.number)] = (s.dataset, limit)
+        return np.asarray(np.argmax(probabilities(model, dataset.x_val), axis=1) == dataset.y_val)
 
 
 # --------------------------------------------------------------------------- the answer in words
@@ -192,7 +296,7 @@ def answer_in_words(study: optuna.Study) -> str:
     return " ".join(_findings(read_study(study)))
 
 
-def _findings(s: _Study) -> list[str]:
+def _findings(s: _Study, flags: FlagsOf | None = None) -> list[str]:
     """The answer as sentences: the headline first, then one finding each."""
     ranked = s.ranked()
     if not ranked:
@@ -211,13 +315,13 @@ def _findings(s: _Study) -> list[str]:
     ]
     varied = [p for p in s.categorical if len({_key(t.searched[p]) for t in ranked if p in t.searched}) > 1]
     for param in varied:
-        sentences += _categorical_sentences(s, param, [q for q in varied if q != param])
+        sentences += _categorical_sentences(s, param, [q for q in varied if q != param], flags)
     sentences += _chance_sentences(s, varied)
     sentences += [text for param in s.numeric if (text := _numeric_sentence(s, param))]
     return sentences + _failures(s)
 
 
-def _categorical_sentences(s: _Study, param: str, others: Sequence[str]) -> list[str]:
+def _categorical_sentences(s: _Study, param: str, others: Sequence[str], flags: FlagsOf | None = None) -> list[str]:
     groups = _group(s.complete, param)
     ranked_values = sorted(groups, key=lambda v: _best_of(s, groups[v]), reverse=s.maximize)
     winner, *rest = ranked_values
@@ -232,6 +336,19 @@ def _categorical_sentences(s: _Study, param: str, others: Sequence[str]) -> list
         f"{param}: {_show(winner)} won with best {s.metric} {metric_text(win_best)} (mean "
         f"{metric_text(_mean(groups[winner]))} over {n} trial{'s' if n != 1 else ''}), ahead of {', '.join(behind)}."
     ]
+    if rest:
+        leader, runner = _best_trial(s, groups[winner]), _best_trial(s, groups[rest[0]])
+        sentence = lead_sentence(
+            f"{param}: {_show(winner)}",
+            _show(rest[0]),
+            leader,
+            runner,
+            metric=s.metric,
+            maximize=s.maximize,
+            flags=flags,
+        )
+        if sentence:
+            sentences.append(sentence)
     missing = [c for c in s.categorical[param] if _key(c) not in {_key(v) for v in groups}]
     if missing:
         sentences.append(f"No trial with {param}={', '.join(_show(m) for m in missing)} completed.")
@@ -350,6 +467,13 @@ def _best_of(s: _Study, trials: Sequence[_Trial]) -> float:
     return max(values) if s.maximize else min(values)
 
 
+def _best_trial(s: _Study, trials: Sequence[_Trial]) -> _Trial:
+    done = [t for t in trials if t.value is not None]
+    return (
+        max(done, key=lambda t: float(t.value or 0.0)) if s.maximize else min(done, key=lambda t: float(t.value or 0.0))
+    )
+
+
 def _mean(trials: Sequence[_Trial]) -> float:
     return statistics.fmean(float(t.value) for t in trials if t.value is not None)
 
@@ -440,12 +564,15 @@ def build_report(
         notes.append("Learning curves: no complete trial with a recorded history.")
     best_eval = _best_model_figures(s, tracking_uri=tracking_uri, data_dir=data_dir, notes=notes)
     if best_eval is not None:
-        caption, matrix, gallery = best_eval
+        caption, matrix, gallery, robust = best_eval
         keep("confusion_matrix", matrix)
         keep("misclassified", gallery)
+        keep("robustness", robust)
     else:
         caption = ""
-    findings = _findings(s)
+    validation = ValidationFlags(tracking_uri=tracking_uri, data_dir=data_dir)
+    findings = _findings(s, validation.for_study(s))
+    notes += validation.notes
     answer = " ".join(findings)
     if log_to_mlflow and not s.attrs.get(ATTR_PARENT_RUN):
         notes.append("MLflow: the study has no parent run (it ran without tracking); the report was not logged.")
@@ -479,6 +606,7 @@ _TITLES = {
     "top_k_curves": "Learning curves of the top trials",
     "confusion_matrix": "Confusion matrix of the best model",
     "misclassified": "Misclassified test images",
+    "robustness": "Robustness of the best model",
 }
 
 
@@ -493,10 +621,11 @@ def _top_k_histories(s: _Study, k: int) -> dict[str, list[dict[str, float]]]:
 
 def _best_model_figures(
     s: _Study, *, tracking_uri: str | None, data_dir: str | None, notes: list[str]
-) -> tuple[str, Figure, Figure] | None:
-    """Confusion matrix and misclassified gallery of the best trial's logged model on the test set."""
+) -> tuple[str, Figure, Figure, Figure] | None:
+    """Confusion matrix, misclassified gallery and robustness of the best trial's logged model on the test set."""
     import numpy as np
 
+    from mnist_sweep.app._evaluate import measure_robustness, robust_images, robustness_figure, robustness_text
     from mnist_sweep.display import plots
     from mnist_sweep.model import load_dataset, probabilities
     from mnist_sweep.tracking import load_logged_model
@@ -522,12 +651,14 @@ def _best_model_figures(
     gallery = plots.misclassified_gallery(
         dataset.x_test, dataset.y_test, predicted, probs, dataset.class_names, n=GALLERY_SIZE
     )
+    robust = measure_robustness(model, robust_images(dataset.x_test, dataset.y_test, key=f"{dataset.sha256}:{limit}"))
+    robust_figure = robustness_figure(robust, title=f"{s.name}: best trial {best.number} on transformed test images")
     caption = (
         f"Trial {best.number}'s model ({best.model_uri}) on {len(dataset.y_test):,} {s.dataset} test images "
         + (f"(limit {limit}, {where})" if limit else "(the full test set)")
-        + "."
+        + f"; {robustness_text(robust)}."
     )
-    return caption, matrix, gallery
+    return caption, matrix, gallery, robust_figure
 
 
 def _data_limit(s: _Study, best: _Trial, *, tracking_uri: str | None) -> tuple[int | None, str]:
@@ -659,11 +790,13 @@ def _figures_section(images: Mapping[str, Path], best_caption: str, curves_shown
         "top_k_curves": f"Per-epoch curves of the {curves_shown} best complete trial(s), one line each.",
         "confusion_matrix": best_caption,
         "misclassified": "The mistakes the best model was surest of: true -> predicted (confidence).",
+        "robustness": "Accuracy on the seeded transformed test set, per transform (rotation ±15°, shift ±3 px, "
+        "scale 0.8-1.2, erode, dilate, noise) and overall: robust accuracy.",
     }
     parts = []
     for group, keys in (
         ("Search", ("optimization_history", "param_importances", "parallel_coordinate", "top_k_curves")),
-        ("Best model", ("confusion_matrix", "misclassified")),
+        ("Best model", ("confusion_matrix", "misclassified", "robustness")),
     ):
         shown = [k for k in keys if k in images]
         if not shown:

@@ -12,6 +12,7 @@ from mnist_sweep._lazy import lazy_exports
 if TYPE_CHECKING:
     from mnist_sweep.config._nightly import (
         DEFAULT_ALIAS,
+        DEFAULT_ALPHA,
         DEFAULT_MIN_IMPROVEMENT,
         DEFAULT_MODEL_NAME,
         NightlyBudget,
@@ -33,6 +34,7 @@ __getattr__, __all__ = lazy_exports(
     {
         "Budget": "_space",
         "DEFAULT_ALIAS": "_nightly",
+        "DEFAULT_ALPHA": "_nightly",
         "DEFAULT_MIN_IMPROVEMENT": "_nightly",
         "DEFAULT_MODEL_NAME": "_nightly",
         "NightlyBudget": "_nightly",

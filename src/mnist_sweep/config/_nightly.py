@@ -7,7 +7,9 @@ The format (unknown keys are errors at every level; ``*`` marks required keys)::
     budget*: {n_trials: 20, timeout: 14400} # per night: trials per space, seconds for the night
     storage: null                  # Optuna storage URL; --storage / $MNIST_SWEEP_STORAGE win
     tracking_uri: null             # MLflow URI; --tracking-uri / $MLFLOW_TRACKING_URI win
-    promotion: {metric: test_accuracy, margin: 0.001, model_name: mnist-classifier, alias: champion}
+    promotion: {metric: test_accuracy, margin: 0.001, alpha: 0.05, min_robust_accuracy: null,
+                model_name: mnist-classifier, alias: champion}
+                                   # metric: test_accuracy | robust_accuracy (the transformed test set)
     warm_start: {champion: true, previous_top_k: 3}
     retention: {nights: 30, unregistered_models: 7}  # null keeps everything
     lock: {ttl: 300}               # seconds a dead run's lock lives on
@@ -38,12 +40,16 @@ DEFAULT_LOCK_TTL = 300.0
 DEFAULT_MODEL_NAME = "mnist-classifier"
 DEFAULT_ALIAS = "champion"
 DEFAULT_MIN_IMPROVEMENT = 0.001
-# The promotion gate measures accuracy on the held-out test set; `metric` names it so a file
-# says what it compares, and leaves room for other gate metrics.
-PROMOTION_METRICS = ("test_accuracy",)
+DEFAULT_ALPHA = 0.05
+"""The gate promotes only when McNemar's exact test gives p below this."""
+# The promotion gate measures accuracy on the held-out test set, or on its seeded transformed
+# copy (rotations, shifts, scale, stroke width, noise); `metric` names which one it compares.
+PROMOTION_METRICS = ("test_accuracy", "robust_accuracy")
 DEFAULT_PROMOTION = {
     "metric": "test_accuracy",
     "margin": DEFAULT_MIN_IMPROVEMENT,
+    "alpha": DEFAULT_ALPHA,
+    "min_robust_accuracy": None,
     "model_name": DEFAULT_MODEL_NAME,
     "alias": DEFAULT_ALIAS,
 }
@@ -62,14 +68,17 @@ class NightlyBudget:
 class PromotionPolicy:
     """What the gate compares (on the held-out test set), by how much, and what it moves.
 
-    The candidate must be better than the alias holder by at least ``margin`` (and better at
-    all): :func:`mnist_sweep.app._promote.passes_gate`.
+    The candidate must be better than the alias holder by at least ``margin`` on ``metric``,
+    with McNemar's p below ``alpha``, and (when set) reach ``min_robust_accuracy``:
+    :func:`mnist_sweep.app._promote.judge`.
     """
 
     metric: str
     margin: float
     model_name: str
     alias: str
+    alpha: float = DEFAULT_ALPHA
+    min_robust_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ class NightlyConfig:
             "promotion": {
                 "metric": self.promotion.metric,
                 "margin": self.promotion.margin,
+                "alpha": self.promotion.alpha,
+                "min_robust_accuracy": self.promotion.min_robust_accuracy,
                 "model_name": self.promotion.model_name,
                 "alias": self.promotion.alias,
             },
@@ -230,7 +241,7 @@ class _NightlyChecker(Checker):
 
     def promotion(self, value: Any, path: str) -> PromotionPolicy:
         section = self.mapping({} if value is None else value, path, allowed=tuple(DEFAULT_PROMOTION))
-        merged = {**DEFAULT_PROMOTION, **{k: v for k, v in section.items() if v is not None}}
+        merged: dict[str, Any] = {**DEFAULT_PROMOTION, **{k: v for k, v in section.items() if v is not None}}
         metric = self.string(merged["metric"], join_key(path, "metric"))
         if metric not in PROMOTION_METRICS:
             self.fail(
@@ -244,6 +255,15 @@ class _NightlyChecker(Checker):
                 join_key(path, "margin"),
                 f"must be at least 0 and below 1 (a gain in accuracy), got {show(merged['margin'])}",
             )
+        alpha = self.number(merged["alpha"], join_key(path, "alpha"))
+        if not 0 < alpha <= 1:
+            self.fail(join_key(path, "alpha"), f"must be in (0, 1] (a significance level), got {show(merged['alpha'])}")
+        floor = merged["min_robust_accuracy"]
+        if floor is not None:
+            floor = self.number(floor, join_key(path, "min_robust_accuracy"))
+            if not 0 <= floor <= 1:
+                shown = show(merged["min_robust_accuracy"])
+                self.fail(join_key(path, "min_robust_accuracy"), f"must be an accuracy in [0, 1], got {shown}")
         model_name = self.string(merged["model_name"], join_key(path, "model_name"))
         if not model_name.strip() or any(c in model_name for c in "/:'"):
             self.fail(
@@ -256,7 +276,9 @@ class _NightlyChecker(Checker):
                 join_key(path, "alias"),
                 f"must be letters, digits, '_' or '-', and neither 'latest' nor like 'v1', got {show(alias)}",
             )
-        return PromotionPolicy(metric=metric, margin=margin, model_name=model_name, alias=alias)
+        return PromotionPolicy(
+            metric=metric, margin=margin, model_name=model_name, alias=alias, alpha=alpha, min_robust_accuracy=floor
+        )
 
     def warm_start(self, value: Any, path: str) -> WarmStart:
         section = self.mapping({} if value is None else value, path, allowed=("champion", "previous_top_k"))
@@ -297,7 +319,9 @@ def describe_config(config: NightlyConfig) -> str:
             f"ok: {config.source}: nightly job {config.name!r} on {config.dataset}",
             f"  spaces: {spaces}",
             f"  budget per night: {trials} trials per space, {timeout} wall-clock limit",
-            f"  promotion: {p.metric} better by more than {p.margin:g} -> {p.model_name}@{p.alias}",
+            f"  promotion: {p.metric} better by more than {p.margin:g} at p < {p.alpha:g}"
+            + (f", robust accuracy at least {p.min_robust_accuracy:g}" if p.min_robust_accuracy is not None else "")
+            + f" -> {p.model_name}@{p.alias}",
             f"  warm start: champion {'yes' if w.champion else 'no'}, previous night's top {w.previous_top_k}",
             f"  retention: studies {r.nights or 'all'} nights, "
             f"unregistered trial models {r.unregistered_models or 'all'} nights",

@@ -18,6 +18,7 @@ The format (unknown keys are errors at every level; ``*`` marks required keys)::
     seed: 0                     # seeds training, and the sampler unless sampler.seed is given
     limit: null                 # int >= 10: a class-balanced training subset (validation, test: limit // 5)
     train_limit: null           # or: cut only the training split; validation and test stay whole
+    repeats: 1                  # int >= 1: seeds per trial, trained in lockstep; the objective is their mean
     objective: {metric: val_accuracy, direction: maximize}  # or val_loss (minimize)
     sampler: {name: tpe, seed: 0, options: {...}}   # tpe random grid cmaes gp qmc; seed: null = unseeded
     pruner: {name: median, options: {...}}          # none median percentile successive_halving hyperband
@@ -77,6 +78,7 @@ TOP_KEYS = (
     "seed",
     "limit",
     "train_limit",
+    "repeats",
     "objective",
     "sampler",
     "pruner",
@@ -144,6 +146,8 @@ class SearchSpace:
     params: tuple[ParamDef, ...]
     train_limit: int | None = None
     """Cuts only the training split (class-balanced); validation and test stay whole."""
+    repeats: int = 1
+    """Seeds each trial trains (in lockstep, epoch by epoch); the trial's value is their mean."""
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Sample this trial's parameters: the sampled ones only, in file order.
@@ -232,6 +236,7 @@ class SearchSpace:
             "seed": self.seed,
             "limit": self.limit,
             "train_limit": self.train_limit,
+            **({"repeats": self.repeats} if self.repeats != 1 else {}),
             "objective": {"metric": self.objective.metric, "direction": self.objective.direction},
             "sampler": {"name": self.sampler.name, "seed": self.sampler.seed, "options": dict(self.sampler.options)},
             "pruner": {"name": self.pruner.name, "options": dict(self.pruner.options)},
@@ -561,6 +566,7 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
         train_limit = None if data.get("train_limit") is None else self.limit(data["train_limit"], "train_limit")
         if limit is not None and train_limit is not None:
             self.fail("train_limit", "give limit (cuts every split) or train_limit (cuts training only), not both")
+        repeats = 1 if data.get("repeats") is None else self.integer(data["repeats"], "repeats", minimum=1)
         objective = self.objective(data.get("objective"), "objective")
         fixed = self.fixed(data.get("fixed"), "fixed")
         params = self.params(data["space"], "space", fixed)
@@ -583,6 +589,7 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
             fixed=types.MappingProxyType(fixed),
             params=params,
             train_limit=train_limit,
+            repeats=repeats,
         )
 
     def limit(self, value: Any, path: str) -> int:

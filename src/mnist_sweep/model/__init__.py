@@ -26,6 +26,8 @@ if TYPE_CHECKING:
         resolve_params,
     )
     from mnist_sweep.model._presets import PRESETS, get_preset
+    from mnist_sweep.model._repeats import train_seeds
+    from mnist_sweep.model._robust import TRANSFORMS, Robustness, RobustSet, robust_set, robustness
     from mnist_sweep.model._training import Levers, TrainResult, choose_levers, train
 
 __getattr__, __all__ = lazy_exports(
@@ -56,5 +58,11 @@ __getattr__, __all__ = lazy_exports(
         "build_model": "_build",
         "resolve_params": "_params",
         "train": "_training",
+        "train_seeds": "_repeats",
+        "TRANSFORMS": "_robust",
+        "RobustSet": "_robust",
+        "Robustness": "_robust",
+        "robust_set": "_robust",
+        "robustness": "_robust",
     },
 )

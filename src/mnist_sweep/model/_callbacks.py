@@ -52,9 +52,12 @@ class TrialTimeout(keras.callbacks.Callback):
         self.seconds = seconds
         self.expired = False
         self._start = time.monotonic()
+        self._began = False
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        self._start = time.monotonic()
+        if not self._began:  # lockstep seeds call fit once per epoch: the clock runs from the first
+            self._began = True
+            self._start = time.monotonic()
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self.seconds is not None and time.monotonic() - self._start > self.seconds:

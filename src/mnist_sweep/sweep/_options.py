@@ -58,3 +58,27 @@ def keras_trainer() -> Trainer:
     from mnist_sweep.model import train
 
     return train
+
+
+class RepeatTrainer(Protocol):
+    """Trains one model per seed in lockstep: :func:`mnist_sweep.model.train_seeds`'s signature.
+
+    ``on_epoch(epoch, records)`` gets every seed's record of an epoch at once (``repeats: k``).
+    """
+
+    def __call__(
+        self,
+        params: Params,
+        dataset: Dataset,
+        *,
+        seeds: Sequence[int],
+        callbacks: Sequence[Any],
+        on_epoch: Callable[[int, list[dict[str, float]]], None],
+    ) -> list[TrainResult]: ...
+
+
+def keras_repeat_trainer() -> RepeatTrainer:
+    """The real lockstep trainer (imports Keras)."""
+    from mnist_sweep.model import train_seeds
+
+    return train_seeds

@@ -13,23 +13,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
     ATTR_DUPLICATE_OF,
     ATTR_FAIL_REASON,
     ATTR_HISTORY,
+    ATTR_LOGGED_SEED,
     ATTR_MODEL_URI,
     ATTR_PARAM_COUNT,
     ATTR_PARAMS,
     ATTR_PARAMS_KEY,
     ATTR_RUN_ID,
     ATTR_SAMPLED,
+    ATTR_SEED_VALUES,
     ATTR_TEST_ACCURACY,
     ATTR_TEST_LOSS,
+    ATTR_VALUE_CI_HIGH,
+    ATTR_VALUE_CI_LOW,
+    ATTR_VALUE_STD,
+    METRIC_CI_HIGH_SUFFIX,
+    METRIC_CI_LOW_SUFFIX,
+    METRIC_STD_SUFFIX,
+    SEED_METRIC,
     SPLIT_TEST,
     SPLIT_VALIDATION,
     STATE_COMPLETE,
@@ -40,7 +50,9 @@ from mnist_sweep.contract import (
     TAG_DUPLICATE_OF,
     TAG_DUPLICATE_OF_RUN,
     TAG_FAIL_REASON,
+    TAG_LOGGED_SEED,
     TAG_PRUNED_AT_EPOCH,
+    TAG_REPEATS,
     TAG_SAMPLED,
     TAG_STATE,
     TAG_STUDY,
@@ -57,12 +69,25 @@ if TYPE_CHECKING:
     from mnist_sweep.config import SearchSpace
     from mnist_sweep.display import Progress
     from mnist_sweep.model import Dataset, Params, TrainResult
-    from mnist_sweep.sweep._options import Trainer
+    from mnist_sweep.sweep._options import RepeatTrainer, Trainer
     from mnist_sweep.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WAIT_SECONDS = 3600.0
+SEED_STRIDE = 10_007
+"""Seed i (0-based) of a repeated trial trains with the trial's seed + i * SEED_STRIDE."""
+REUSED_ATTRS = (
+    ATTR_TEST_ACCURACY,
+    ATTR_TEST_LOSS,
+    ATTR_MODEL_URI,
+    ATTR_HISTORY,
+    ATTR_SEED_VALUES,
+    ATTR_VALUE_STD,
+    ATTR_VALUE_CI_LOW,
+    ATTR_VALUE_CI_HIGH,
+    ATTR_LOGGED_SEED,
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,8 @@ class TrialContext:
     system_metrics: bool = False
     parent_run_id: str | None = None
     on_told: Callable[[], None] = lambda: None
+    repeat_trainer: RepeatTrainer | None = None
+    """Trains the seeds of ``repeats: k`` > 1 in lockstep (default: :func:`mnist_sweep.model.train_seeds`)."""
 
 
 def record_params(trial: optuna.Trial, params: Params) -> None:
@@ -177,7 +204,7 @@ class TrialLifecycle:
         if source is None:
             return self._train(trial, params, run), ""
         assert source.value is not None
-        for name in (ATTR_TEST_ACCURACY, ATTR_TEST_LOSS, ATTR_MODEL_URI, ATTR_HISTORY):
+        for name in REUSED_ATTRS:
             if name in source.user_attrs:
                 self._set_attr(trial, name, source.user_attrs[name])
         self._set_attr(trial, ATTR_DUPLICATE_OF, source.number)
@@ -222,6 +249,8 @@ class TrialLifecycle:
         from mnist_sweep.model import PruningCallback, TrialTimeout
 
         ctx = self.ctx
+        if ctx.space.repeats > 1:
+            return self._train_repeated(trial, params, run)
         metric = ctx.space.objective.metric
         epochs = int(params["epochs"])
 
@@ -256,6 +285,101 @@ class TrialLifecycle:
             raise self._failed(trial, run, f"no finite {metric}")
         self._log_completed(trial, run, result, value)
         return value
+
+    def _train_repeated(self, trial: optuna.Trial, params: Params, run: ResilientRun) -> float:
+        """``repeats: k`` seeds in lockstep; the pruner and the objective see their mean.
+
+        Each epoch the mean over the seeds goes under the plain metric names and each seed's
+        own value under ``seed<i>/<name>``. The logged model is the median seed's (by the
+        objective), so the model served is not the luckiest draw.
+        """
+        import optuna
+
+        from mnist_sweep import stats
+        from mnist_sweep.model import TrialTimeout
+        from mnist_sweep.sweep._options import keras_repeat_trainer
+
+        ctx = self.ctx
+        metric = ctx.space.objective.metric
+        k = ctx.space.repeats
+        epochs = int(params["epochs"])
+        base = ctx.space.seed + trial.number
+        seeds = [(base + SEED_STRIDE * i) % 2**32 for i in range(k)]
+        history: list[dict[str, float]] = []
+        run.set_tags({TAG_REPEATS: k})
+
+        def on_epoch(epoch: int, records: list[dict[str, float]]) -> None:
+            keys = [key for key in records[0] if all(key in r for r in records)]
+            mean = {key: statistics.fmean(r[key] for r in records) for key in keys}
+            per_seed = {
+                SEED_METRIC.format(index=i + 1, name=key): value
+                for i, record in enumerate(records)
+                for key, value in record.items()
+            }
+            history.append(mean)
+            run.log_metrics({**mean, **per_seed}, step=epoch + 1)
+            ctx.progress.epoch(trial.number, epoch + 1, epochs, dict(mean))
+            value = mean.get(metric)
+            if value is None or not math.isfinite(value):
+                return
+            ctx.calls.storage(lambda: trial.report(value, step=epoch + 1))
+            if ctx.calls.storage(trial.should_prune):
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} (mean {metric} {value:.4f} over {k} seeds)")
+
+        timeout = TrialTimeout(ctx.space.budget.trial_timeout)
+        trainer = ctx.repeat_trainer or keras_repeat_trainer()
+        try:
+            results = trainer(params, ctx.dataset, seeds=seeds, callbacks=[timeout], on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            self._set_attr(trial, ATTR_HISTORY, history)
+            run.set_tags({TAG_STATE: STATE_PRUNED, TAG_PRUNED_AT_EPOCH: len(history)})
+            raise
+        except MnistSweepError:
+            raise
+        except Exception as exc:
+            raise self._failed(trial, run, f"{type(exc).__name__}: {first_line(exc)}") from exc
+        self._set_attr(trial, ATTR_HISTORY, history)
+        if results and results[0].levers is not None:
+            run.log_params(results[0].levers.as_params())
+        if timeout.expired:
+            reason = f"trial timeout: stopped after {timeout.seconds:g} s ({len(history)} epochs of {k} seeds)"
+            raise self._failed(trial, run, reason)
+        for i, result in enumerate(results):
+            if not result.ok:
+                raise self._failed(trial, run, f"seed {i + 1} of {k}: {result.failure or 'training failed'}")
+        values = [result.final(metric) for result in results]
+        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+        if len(finite) != len(results):
+            raise self._failed(trial, run, f"no finite {metric} for every seed")
+        summary = stats.mean_interval(finite)
+        maximize = ctx.space.objective.direction == "maximize"
+        worst_first = sorted(range(k), key=lambda i: finite[i] if maximize else -finite[i])
+        chosen = worst_first[(k - 1) // 2]  # the median; of two middle seeds, the worse one
+        for name, attr in (
+            (ATTR_SEED_VALUES, list(finite)),
+            (ATTR_VALUE_STD, summary.std),
+            (ATTR_VALUE_CI_LOW, summary.ci_low),
+            (ATTR_VALUE_CI_HIGH, summary.ci_high),
+            (ATTR_LOGGED_SEED, chosen + 1),
+        ):
+            self._set_attr(trial, name, attr)
+        run.set_tags({TAG_LOGGED_SEED: chosen + 1})
+        seed_tests = {
+            SEED_METRIC.format(index=i + 1, name=name): getattr(result, name)
+            for i, result in enumerate(results)
+            for name in ("test_accuracy", "test_loss")
+        }
+        run.log_metrics(
+            {
+                f"{metric}{METRIC_STD_SUFFIX}": summary.std,
+                f"{metric}{METRIC_CI_LOW_SUFFIX}": summary.ci_low,
+                f"{metric}{METRIC_CI_HIGH_SUFFIX}": summary.ci_high,
+                **seed_tests,
+            }
+        )
+        logged = replace(results[chosen], history=history, wall_seconds=sum(result.wall_seconds for result in results))
+        self._log_completed(trial, run, logged, summary.mean)
+        return summary.mean
 
     def _failed(self, trial: optuna.Trial, run: ResilientRun, reason: str) -> TrialFailed:
         self._set_attr(trial, ATTR_FAIL_REASON, reason)

@@ -1,0 +1,123 @@
+"""One configuration trained with several seeds in lockstep, epoch by epoch. Knows nothing of Optuna or MLflow.
+
+Every seed's model is built first; then each epoch runs once per model (``fit(initial_epoch=e,
+epochs=e + 1)``) before the next epoch starts, and ``on_epoch`` sees all the seeds' records of
+that epoch together: a caller can report their mean (a pruner keeps one value per step) and
+stop every seed at once by raising. Before each model's epoch the global seed is set from that
+model's seed and the epoch, so a seed's shuffling does not depend on how many others run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from mnist_sweep.model import runtime
+from mnist_sweep.model._build import build_model
+from mnist_sweep.model._data import Dataset
+from mnist_sweep.model._params import Params
+from mnist_sweep.model._training import TrainResult, _EpochRecorder, _is_out_of_memory, choose_levers, targets
+
+log = logging.getLogger(__name__)
+
+RoundHook = Callable[[int, list[dict[str, float]]], None]
+EPOCH_SEED_STRIDE = 7919
+
+
+def train_seeds(
+    params: Mapping[str, Any] | Params,
+    dataset: Dataset,
+    *,
+    seeds: Sequence[int],
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_epoch: RoundHook | None = None,
+    evaluate_test: bool = True,
+    keep_model: bool = True,
+) -> list[TrainResult]:
+    """Train ``params`` once per seed in ``seeds``, in lockstep; one :class:`TrainResult` per seed.
+
+    ``on_epoch(epoch, records)`` runs after every seed has finished ``epoch`` (0-based), with
+    one record per seed (as :func:`~mnist_sweep.model.train` records them); an exception it
+    raises propagates. Training stops for every seed once one diverges, runs out of memory or
+    is stopped by a callback (``callbacks`` go to every ``fit`` call of every seed).
+    """
+    if not seeds:
+        raise ValueError("train_seeds needs at least one seed")
+    runtime.configure()
+    checked = Params.resolve(params)
+    values = checked.values
+    keras.backend.clear_session()
+    levers = choose_levers(values, gpu=runtime.has_gpu())
+    models = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        models.append(build_model(checked, levers=levers))
+    results = [
+        TrainResult(params=dict(checked.given), param_count=int(model.count_params()), levers=levers)
+        for model in models
+    ]
+    recorders = [_EpochRecorder(None) for _ in models]
+    seconds = [0.0 for _ in models]
+    one_hot = values["loss"] != "sparse_categorical_crossentropy"
+    y_train = targets(dataset.y_train, one_hot=one_hot)
+    validation = (dataset.x_val, targets(dataset.y_val, one_hot=one_hot))
+    for epoch in range(int(values["epochs"])):
+        fit = {"x": dataset.x_train, "y": y_train, "batch_size": values["batch_size"], "validation_data": validation}
+        if not _one_epoch(models, recorders, results, seeds, seconds, epoch, fit, callbacks):
+            break
+        if on_epoch is not None:
+            on_epoch(epoch, [dict(recorder.history[-1]) for recorder in recorders])
+    for i, (model, recorder, result) in enumerate(zip(models, recorders, results, strict=True)):
+        result.history = recorder.history
+        if result.ok and recorder.failure:
+            result.status, result.failure = "failed", recorder.failure
+        started = time.perf_counter()
+        if result.ok and evaluate_test:
+            _evaluate(model, result, dataset, values, one_hot=one_hot)
+        result.wall_seconds = seconds[i] + time.perf_counter() - started
+        result.model = model if keep_model and result.ok else None
+    return results
+
+
+def _one_epoch(
+    models: Sequence[keras.Model],
+    recorders: Sequence[_EpochRecorder],
+    results: Sequence[TrainResult],
+    seeds: Sequence[int],
+    seconds: list[float],
+    epoch: int,
+    fit: Mapping[str, Any],
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> bool:
+    """Epoch ``epoch`` of every model; False once one of them could not finish it."""
+    for i, (model, recorder) in enumerate(zip(models, recorders, strict=True)):
+        keras.utils.set_random_seed((seeds[i] + EPOCH_SEED_STRIDE * (epoch + 1)) % 2**32)
+        started = time.perf_counter()
+        try:
+            model.fit(**fit, initial_epoch=epoch, epochs=epoch + 1, callbacks=[recorder, *callbacks], verbose=0)
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            results[i].status, results[i].failure = "failed", f"out of memory: {str(exc).splitlines()[0][:300]}"
+            return False
+        finally:
+            seconds[i] += time.perf_counter() - started
+        if recorder.failure or len(recorder.history) <= epoch or model.stop_training:
+            return False
+    return True
+
+
+def _evaluate(
+    model: keras.Model, result: TrainResult, dataset: Dataset, values: Mapping[str, Any], *, one_hot: bool
+) -> None:
+    outputs = model.predict(dataset.x_test, batch_size=max(values["batch_size"], 256), verbose=0)
+    loss = model.loss(targets(dataset.y_test, one_hot=one_hot), outputs)
+    result.test_loss = float(keras.ops.convert_to_numpy(loss))
+    probs = outputs if values["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
+    result.test_probabilities = np.asarray(probs, dtype=np.float32)
+    result.test_accuracy = float(np.mean(np.argmax(outputs, axis=1) == dataset.y_test))
