@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         resolve_params,
     )
     from mnist_sweep.model._presets import PRESETS, get_preset
+    from mnist_sweep.model._state import CheckpointHook, TrainingState, capture_state, restore_state
     from mnist_sweep.model._training import Levers, TrainResult, choose_levers, train
 
 __getattr__, __all__ = lazy_exports(
@@ -56,5 +57,9 @@ __getattr__, __all__ = lazy_exports(
         "build_model": "_build",
         "resolve_params": "_params",
         "train": "_training",
+        "CheckpointHook": "_state",
+        "TrainingState": "_state",
+        "capture_state": "_state",
+        "restore_state": "_state",
     },
 )
