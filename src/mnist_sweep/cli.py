@@ -86,6 +86,12 @@ tracking_option = click.option(
     envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking URI (default: sqlite:///mlflow.db; $MLFLOW_TRACKING_URI).",
 )
+checkpoint_option = click.option(
+    "--checkpoint-store",
+    default=None,
+    help="Folder or s3://bucket/prefix for trial checkpoints, readable by every worker; none: off "
+    "(default: $MNIST_SWEEP_CHECKPOINTS, the file's checkpoint_store, else checkpoints/ beside a SQLite storage).",
+)
 
 
 def _preflight(storage: str | None, tracking_uri: str | None, *, tracking: bool) -> None:
@@ -191,6 +197,7 @@ def validate(files: tuple[str, ...]) -> None:
 @click.option("--study-name", default=None, help="Override the study name.")
 @storage_option
 @tracking_option
+@checkpoint_option
 @click.option("--experiment", default=None, help="MLflow experiment (default: the study name).")
 @data_dir_option
 @click.option("--limit", type=int, default=None, help="Train on N class-balanced images (quick runs).")
@@ -221,6 +228,7 @@ def run(
     study_name: str | None,
     storage: str | None,
     tracking_uri: str | None,
+    checkpoint_store: str | None,
     experiment: str | None,
     data_dir: str | None,
     limit: int | None,
@@ -250,6 +258,7 @@ def run(
         tracking=not no_tracking,
         system_metrics=system_metrics,
         quiet=quiet,
+        checkpoint_store=checkpoint_store,
     )
     if workers is None and workers_per_gpu is None:
         result = run_sweep(space, options)
@@ -676,6 +685,7 @@ def predict(
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @storage_option
 @tracking_option
+@checkpoint_option
 @click.option("--experiment", default=None, help="MLflow experiment (default: the study name).")
 @click.option("--parent-run-id", default=None, help="Nest trial runs under this run (default: the study's own).")
 @data_dir_option
@@ -697,6 +707,7 @@ def worker(
     file: str,
     storage: str | None,
     tracking_uri: str | None,
+    checkpoint_store: str | None,
     experiment: str | None,
     parent_run_id: str | None,
     data_dir: str | None,
@@ -733,6 +744,7 @@ def worker(
         system_metrics=system_metrics,
         quiet=quiet,
         parent_run_id=parent_run_id,
+        checkpoint_store=checkpoint_store,
     )
     result = run_worker(space, options)
     click.echo(app.sweep_table(result, top=top))

@@ -120,3 +120,11 @@ class WorkerFailed(MnistSweepError):
     """Worker processes ended without finishing the study."""
 
     exit_code = 1
+
+
+class CheckpointStoreError(ConfigError):
+    """The checkpoint store cannot be written (refused before the first trial trains)."""
+
+
+class CheckpointUnusable(Exception):
+    """A trial's checkpoint is missing or corrupt: the trial restarts from epoch 0 (not fatal)."""

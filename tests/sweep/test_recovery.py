@@ -1,4 +1,4 @@
-"""`kill -9` of a real `mnist-sweep run` mid-trial, then the same command again: nothing left RUNNING."""
+"""`kill -9` of a real `mnist-sweep run` mid-trial (no checkpoints), then the same command again: nothing RUNNING."""
 
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def kill_then_rerun(tmp_path: Path, storage: str, env: dict[str, str]) -> None:
 
     path = write_space(tmp_path, study="victim", n_trials=N_TRIALS, epochs=6, limit=800, batch_size=16)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = cli_command("run", str(path), "--storage", storage, "--tracking-uri", tracking, "--quiet")
+    # Without checkpoints a dead trial starts again (tests/sweep/test_checkpoint_resume.py: with them).
+    args = cli_command(
+        "run", str(path), "--storage", storage, "--tracking-uri", tracking, "--quiet", "--checkpoint-store", "none"
+    )
     from mnist_sweep.stores import open_storage
 
     backend = open_storage(storage)  # one storage object: polling must not open a connection pool each time

@@ -24,6 +24,7 @@ The format (unknown keys are errors at every level; ``*`` marks required keys)::
     pruner: {name: median, options: {...}}          # none median percentile successive_halving hyperband
     budget*: {n_trials: 12, timeout: null, trial_timeout: null, max_failure_rate: 0.5}
     fixed: {epochs: 3, optimizer: adam}             # any mnist_sweep.model parameter
+    checkpoint_store: null                          # folder or s3://bucket/prefix; none: off (sweep._checkpoints)
     space*:                                         # sampled in this order
       depth: {type: int, low: 1, high: 4, step: 1, log: false}
       learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}   # or step: 0.001
@@ -85,6 +86,7 @@ TOP_KEYS = (
     "budget",
     "fixed",
     "space",
+    "checkpoint_store",
 )
 REQUIRED_TOP_KEYS = ("study", "dataset", "budget", "space")
 Direction = Literal["maximize", "minimize"]
@@ -148,6 +150,8 @@ class SearchSpace:
     """Cuts only the training split (class-balanced); validation and test stay whole."""
     repeats: int = 1
     """Seeds each trial trains (in lockstep, epoch by epoch); the trial's value is their mean."""
+    checkpoint_store: str | None = None
+    """Where trial checkpoints go (a folder or ``s3://...``; ``none``: off); None: the default."""
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Sample this trial's parameters: the sampled ones only, in file order.
@@ -248,6 +252,7 @@ class SearchSpace:
             },
             "fixed": dict(self.fixed),
             "space": {p.name: _param_to_dict(p) for p in self.params},
+            "checkpoint_store": self.checkpoint_store,
         }
 
     def _condition_holds(self, param: ParamDef, values: Mapping[str, Any]) -> bool:
@@ -574,6 +579,9 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
         sampler = self.sampler(data.get("sampler"), "sampler", default_seed=seed, params=params)
         pruner = self.pruner(data.get("pruner"), "pruner")
         budget = self.budget(data["budget"], "budget")
+        checkpoint_store = data.get("checkpoint_store")
+        if checkpoint_store is not None:
+            checkpoint_store = self.string(checkpoint_store, "checkpoint_store")
         return SearchSpace(
             source=self.source or "<string>",
             text=text,
@@ -590,6 +598,7 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
             params=params,
             train_limit=train_limit,
             repeats=repeats,
+            checkpoint_store=checkpoint_store,
         )
 
     def limit(self, value: Any, path: str) -> int:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mnist_sweep.model._presets import PRESETS, get_preset
     from mnist_sweep.model._repeats import train_seeds
     from mnist_sweep.model._robust import TRANSFORMS, Robustness, RobustSet, robust_set, robustness
+    from mnist_sweep.model._state import CheckpointHook, TrainingState, capture_state, restore_state
     from mnist_sweep.model._training import Levers, TrainResult, choose_levers, train
 
 __getattr__, __all__ = lazy_exports(
@@ -64,5 +65,9 @@ __getattr__, __all__ = lazy_exports(
         "Robustness": "_robust",
         "robust_set": "_robust",
         "robustness": "_robust",
+        "CheckpointHook": "_state",
+        "TrainingState": "_state",
+        "capture_state": "_state",
+        "restore_state": "_state",
     },
 )

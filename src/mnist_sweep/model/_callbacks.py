@@ -32,6 +32,8 @@ class PruningCallback(keras.callbacks.Callback):
         self.metric = metric
         self.retry = retry
         self.history: list[dict[str, float]] = []
+        self.reported: set[int] = set()
+        """Steps the trial holds already (a retry inherits them): not reported again."""
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         logs = dict(logs or {})
@@ -39,7 +41,8 @@ class PruningCallback(keras.callbacks.Callback):
         value = logs.get(self.metric)
         if value is None or not math.isfinite(float(value)):
             return
-        self.retry(lambda: self.trial.report(float(value), step=epoch + 1))
+        if epoch + 1 not in self.reported:
+            self.retry(lambda: self.trial.report(float(value), step=epoch + 1))
         if self.retry(self.trial.should_prune):
             raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} ({self.metric} {float(value):.4f})")
 

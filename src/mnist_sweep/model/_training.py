@@ -21,6 +21,7 @@ from mnist_sweep.model._build import build_model, one_hot_targets
 from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._params import Params
 from mnist_sweep.model._schedules import schedule_callbacks
+from mnist_sweep.model._state import CheckpointHook, TrainingState, restore_state
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,12 @@ class TrainResult:
 class _EpochRecorder(keras.callbacks.Callback):
     """Records each epoch's metrics and seconds; stops training on a non-finite loss."""
 
-    def __init__(self, on_epoch: EpochHook | None) -> None:
+    def __init__(self, on_epoch: EpochHook | None, checkpoint: CheckpointHook | None = None) -> None:
         super().__init__()
         self.history: list[dict[str, float]] = []
         self.failure: str | None = None
         self._on_epoch = on_epoch
+        self._checkpoint = checkpoint
         self._start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -94,6 +96,8 @@ class _EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
         if self.failure is None:
             self.history.append(record)
+            if self._checkpoint is not None:  # first: every epoch reported anywhere has its checkpoint
+                self._checkpoint(epoch + 1, self.model, self.history)
             if self._on_epoch is not None:
                 self._on_epoch(epoch, record)
 
@@ -148,11 +152,16 @@ def train(
     on_epoch: EpochHook | None = None,
     evaluate_test: bool = True,
     keep_model: bool = True,
+    checkpoint: CheckpointHook | None = None,
+    resume: TrainingState | None = None,
 ) -> TrainResult:
     """Build the model of ``params``, fit it with validation every epoch, evaluate on test.
 
     ``epochs`` and ``batch_size`` come from ``params``. Memory stays flat over many calls in
-    one process (the Keras session is cleared before each build).
+    one process (the Keras session is cleared before each build). ``checkpoint`` is called
+    after every epoch, before ``on_epoch``; ``resume`` continues from a state it was given
+    (the result's history then starts with the resumed epochs). A state that does not fit
+    the model raises ValueError before anything trains.
     """
     runtime.configure()
     checked = Params.resolve(params)
@@ -164,13 +173,19 @@ def train(
     model = build_model(checked, levers=levers, train_size=len(dataset.x_train))
     result = TrainResult(params=dict(checked.given), param_count=int(model.count_params()), levers=levers)
     one_hot = one_hot_targets(checked)
-    recorder = _EpochRecorder(on_epoch)
+    recorder = _EpochRecorder(on_epoch, checkpoint)
+    initial_epoch = 0
+    if resume is not None:
+        restore_state(model, resume)
+        recorder.history = [dict(h) for h in resume.history]
+        initial_epoch = resume.epochs_done
     try:
         model.fit(
             dataset.x_train,
             targets(dataset.y_train, one_hot=one_hot),
             batch_size=values["batch_size"],
             epochs=values["epochs"],
+            initial_epoch=initial_epoch,
             validation_data=(dataset.x_val, targets(dataset.y_val, one_hot=one_hot)),
             callbacks=[recorder, *schedule_callbacks(values, train_size=len(dataset.x_train)), *callbacks],
             verbose=0,

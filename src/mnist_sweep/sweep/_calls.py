@@ -7,7 +7,7 @@ A lost database or tracking server is retried with backoff for ``$MNIST_SWEEP_RE
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnist_sweep.errors import StorageError, TrackingError
@@ -53,6 +53,12 @@ class ResilientRun:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._retry(lambda: self.raw.set_tags(tags))
+
+    def delete_tags(self, keys: Sequence[str]) -> None:
+        self._retry(lambda: self.raw.delete_tags(keys))
+
+    def metric_steps(self, key: str) -> set[int]:
+        return set(self._retry(lambda: self.raw.metric_steps(key)))
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self._retry(lambda: self.raw.log_figure(figure, artifact_file))

@@ -46,6 +46,7 @@ from mnist_sweep.stores import (
 )
 from mnist_sweep.sweep._budget import Decision, decide, tally
 from mnist_sweep.sweep._calls import RESUME_HINT, Calls
+from mnist_sweep.sweep._checkpoints import CheckpointStore, choose_store
 from mnist_sweep.sweep._options import SweepOptions, Trainer, keras_trainer
 from mnist_sweep.sweep._parent import Mode, ParentRun
 from mnist_sweep.sweep._recovery import TrialRecovery, Watchdog, end_dead_parents
@@ -81,6 +82,7 @@ class _Sweep:
         mutex: StudyMutex,
         recovery: TrialRecovery,
         trainer: Trainer,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         from mnist_sweep.model import runtime
         from mnist_sweep.tracking import Tracker, lineage_tags
@@ -120,6 +122,7 @@ class _Sweep:
                 log_models=options.log_models,
                 system_metrics=options.system_metrics,
                 on_told=self._trial_told,
+                checkpoints=checkpoints,
             )
         )
 
@@ -341,6 +344,7 @@ def run_sweep(
     # The data before the study: missing or corrupt files must not leave an empty study behind
     # (reading the IDX files needs numpy only, not TensorFlow).
     dataset = load_dataset(space.dataset, data_dir=options.data_dir, limit=space.limit, train_limit=space.train_limit)
+    checkpoints = open_checkpoints(space, options)
     recovery = TrialRecovery()
     mutex = StudyMutex(storage, space.study_name, kind=kind)
     try:
@@ -368,10 +372,21 @@ def run_sweep(
             mutex=mutex,
             recovery=recovery,
             trainer=trainer or keras_trainer(),
+            checkpoints=checkpoints,
         )
         return _run(sweep, dataset)
     finally:
         mutex.close()
+
+
+def open_checkpoints(space: SearchSpace, options: SweepOptions) -> CheckpointStore | None:
+    """This invocation's checkpoint store, refused (one line) before anything trains if it cannot be written."""
+    choice = choose_store(flag=options.checkpoint_store, space=space, storage_url=options.storage or "")
+    if choice.location is None:
+        return None
+    store = CheckpointStore(choice)
+    store.check_writable()
+    return store
 
 
 def _run(sweep: _Sweep, dataset: Dataset) -> SweepResult:

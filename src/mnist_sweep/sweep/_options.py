@@ -33,6 +33,8 @@ class SweepOptions:
     system_metrics: bool = True
     parent_run_id: str | None = None
     worker: bool = False
+    checkpoint_store: str | None = None
+    """``--checkpoint-store``: where trial checkpoints go (:mod:`~mnist_sweep.sweep._checkpoints`)."""
 
 
 class Trainer(Protocol):

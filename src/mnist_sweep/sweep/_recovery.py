@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from mnist_sweep.contract import (
+    ATTR_CHECKPOINT,
     ATTR_FAIL_REASON,
     ATTR_RUN_ID,
     ATTR_WORKER,
@@ -52,6 +53,10 @@ class TrialRecovery:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._requeue = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+            # A trial with a checkpoint is continued, not restarted: its retry keeps the epochs reported so far.
+            self._requeue_continued = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=max_retry, inherit_intermediate_values=True
+            )
         self.tracker: Tracker | None = None
         self.backend: optuna.storages.BaseStorage | None = None
         """The study's storage, to record a dead trial's reason before it is failed."""
@@ -70,7 +75,7 @@ class TrialRecovery:
         """``trial`` is FAIL already: queue it again and end its MLflow run with ``status``."""
         self.recovered.append(trial.number)
         try:
-            self._requeue(study, trial)
+            (self._requeue_continued if ATTR_CHECKPOINT in trial.user_attrs else self._requeue)(study, trial)
         except Exception as exc:  # the trial is FAIL either way; the budget makes up for it
             log.warning("trial %d: could not queue it again: %s", trial.number, describe(exc))
         run_id = trial.user_attrs.get(ATTR_RUN_ID)

@@ -11,6 +11,7 @@ and the sweep goes on; a config or programming error propagates and stops the sw
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import statistics
@@ -20,6 +21,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
+    ATTR_CHECKPOINT,
+    ATTR_CONTINUES,
     ATTR_DUPLICATE_OF,
     ATTR_FAIL_REASON,
     ATTR_HISTORY,
@@ -28,6 +31,8 @@ from mnist_sweep.contract import (
     ATTR_PARAM_COUNT,
     ATTR_PARAMS,
     ATTR_PARAMS_KEY,
+    ATTR_RESUMED_FROM_EPOCH,
+    ATTR_RETRY_HISTORY,
     ATTR_RUN_ID,
     ATTR_SAMPLED,
     ATTR_SEED_VALUES,
@@ -46,6 +51,8 @@ from mnist_sweep.contract import (
     STATE_FAIL,
     STATE_PRUNED,
     STATE_RUNNING,
+    TAG_CHECKPOINT_LOST,
+    TAG_CONTINUES_TRIAL,
     TAG_DATASET,
     TAG_DUPLICATE_OF,
     TAG_DUPLICATE_OF_RUN,
@@ -53,22 +60,25 @@ from mnist_sweep.contract import (
     TAG_LOGGED_SEED,
     TAG_PRUNED_AT_EPOCH,
     TAG_REPEATS,
+    TAG_RESUMED_FROM_EPOCH,
     TAG_SAMPLED,
     TAG_STATE,
     TAG_STUDY,
     TAG_TRIAL_NUMBER,
     TAG_WORKER,
 )
-from mnist_sweep.errors import MnistSweepError, TrialFailed, first_line
+from mnist_sweep.errors import CheckpointUnusable, MnistSweepError, TrialFailed, first_line
 from mnist_sweep.stores import describe
 from mnist_sweep.sweep._calls import Calls, ResilientRun
+from mnist_sweep.sweep._checkpoints import checkpoint_id
 
 if TYPE_CHECKING:
     import optuna
 
     from mnist_sweep.config import SearchSpace
     from mnist_sweep.display import Progress
-    from mnist_sweep.model import Dataset, Params, TrainResult
+    from mnist_sweep.model import Dataset, Params, TrainingState, TrainResult
+    from mnist_sweep.sweep._checkpoints import CheckpointStore
     from mnist_sweep.sweep._options import RepeatTrainer, Trainer
     from mnist_sweep.tracking import Tracker
 
@@ -118,6 +128,26 @@ class TrialContext:
     on_told: Callable[[], None] = lambda: None
     repeat_trainer: RepeatTrainer | None = None
     """Trains the seeds of ``repeats: k`` > 1 in lockstep (default: :func:`mnist_sweep.model.train_seeds`)."""
+    checkpoints: CheckpointStore | None = None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A dead trial's checkpoint that this trial continues, in the dead trial's own MLflow run."""
+
+    key: str
+    state: TrainingState
+    run_id: str | None
+    continues: int | None
+
+
+def accepts_checkpoints(trainer: Trainer) -> bool:
+    """Whether ``trainer`` takes ``checkpoint=`` and ``resume=`` (the Keras one does; test fakes need not)."""
+    try:
+        parameters = inspect.signature(trainer).parameters
+    except (TypeError, ValueError):
+        return False
+    return "checkpoint" in parameters and "resume" in parameters
 
 
 def record_params(trial: optuna.Trial, params: Params) -> None:
@@ -133,20 +163,34 @@ class TrialLifecycle:
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
         self.grid_exhausted = False
+        self._checkpointing = ctx.checkpoints is not None and accepts_checkpoints(ctx.trainer)
+        self._checkpoint_key: str | None = None
+        self._ended_here = False
 
     def run(self, trial: optuna.Trial, params: Params) -> TrialOutcome:
         """Train (or reuse) ``trial`` and tell Optuna; KeyboardInterrupt and fatal errors propagate."""
-        import optuna
-        from optuna.trial import TrialState
-
         from mnist_sweep.model import model_summary
 
         self.ctx.progress.trial_started(trial.number, model_summary(params.given))
+        self._checkpoint_key, self._ended_here = None, False
+        try:
+            return self._run(trial, params)
+        finally:
+            if self._checkpoint_key is not None and self._ended_here and self.ctx.checkpoints is not None:
+                self.ctx.checkpoints.remove(self._checkpoint_key)  # finished here: nobody resumes it
+
+    def _run(self, trial: optuna.Trial, params: Params) -> TrialOutcome:
+        import optuna
+        from optuna.trial import TrialState
+
+        resume = self._resumable(trial, params)
         told = STATE_FAIL
         try:
-            with self._trial_run(trial, params) as run:
+            with self._trial_run(trial, params, resume) as run:
                 try:
-                    value, note = self._reuse_or_train(trial, params, run)
+                    if resume is not None:
+                        self._continue(trial, run, resume)
+                    value, note = self._reuse_or_train(trial, params, run, resume)
                 except optuna.TrialPruned:
                     told = self._tell(trial, state=TrialState.PRUNED)
                     raise
@@ -166,8 +210,9 @@ class TrialLifecycle:
     # --- the MLflow run -------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _trial_run(self, trial: optuna.Trial, params: Params) -> Iterator[ResilientRun]:
+    def _trial_run(self, trial: optuna.Trial, params: Params, resume: Resume | None) -> Iterator[ResilientRun]:
         ctx = self.ctx
+        reopen = resume.run_id if resume is not None and ctx.tracker.enabled else None
         tags = {
             **ctx.lineage,
             TAG_STUDY: ctx.space.study_name,
@@ -184,22 +229,83 @@ class TrialLifecycle:
                         name=f"trial-{trial.number}",
                         tags=tags,
                         parent_run_id=ctx.parent_run_id,
+                        run_id=reopen,
                         system_metrics=ctx.system_metrics,
                     )
                 )
             )
             run = ResilientRun(opened, ctx.calls.tracking)
             self._set_attr(trial, ATTR_RUN_ID, run.run_id)
-            run.log_params({**params.logged(), "dataset": ctx.dataset.name, "limit": ctx.dataset.limit})
-            run.log_inputs(ctx.dataset)
+            if reopen is not None and resume is not None:  # params and inputs are in the run already
+                resumed = {TAG_RESUMED_FROM_EPOCH: resume.state.epochs_done, TAG_CONTINUES_TRIAL: resume.continues}
+                run.set_tags({**tags, **resumed})
+                run.delete_tags([TAG_FAIL_REASON])
+            else:
+                run.log_params({**params.logged(), "dataset": ctx.dataset.name, "limit": ctx.dataset.limit})
+                run.log_inputs(ctx.dataset)
             yield run
 
     def _set_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
         self.ctx.calls.storage(lambda: trial.set_user_attr(key, value))
 
+    # --- resuming a dead trial from its checkpoint -------------------------------------
+
+    def _resumable(self, trial: optuna.Trial, params: Params) -> Resume | None:
+        """The checkpoint this trial inherited from a dead one (a retry copies its attributes), if usable.
+
+        A missing or corrupt one means training from epoch 0 in a new run: the dead run (ended
+        FAILED when its worker was found dead) is tagged with the reason.
+        """
+        ctx = self.ctx
+        inherited = trial.user_attrs
+        key = inherited.get(ATTR_CHECKPOINT)
+        if not self._checkpointing or ctx.checkpoints is None or not isinstance(key, str):
+            return None
+        dead_run = inherited.get(ATTR_RUN_ID)
+        frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
+        history = frozen.system_attrs.get(ATTR_RETRY_HISTORY) or []
+        continues = int(history[-1]) if history else None
+        try:
+            state = ctx.checkpoints.load(key, params_key=params.key)
+        except CheckpointUnusable as exc:
+            reason = f"{exc}: trial {trial.number} restarts from epoch 0 in a new run"
+            log.warning("trial %d: %s", trial.number, reason)
+            if dead_run and ctx.tracker.enabled:
+                from mnist_sweep.tracking import RunHandle
+
+                handle = RunHandle(ctx.tracker.client, str(dead_run), ctx.tracker.experiment_id)
+                with contextlib.suppress(Exception):  # only a note on a run that is over
+                    ctx.calls.tracking(lambda: handle.set_tags({TAG_CHECKPOINT_LOST: reason[:5000]}))
+            return None
+        return Resume(key=key, state=state, run_id=str(dead_run) if dead_run else None, continues=continues)
+
+    def _continue(self, trial: optuna.Trial, run: ResilientRun, resume: Resume) -> None:
+        """Carry the checkpoint's epochs over: each logged and reported exactly once."""
+        ctx = self.ctx
+        metric = ctx.space.objective.metric
+        done = resume.state.epochs_done
+        self._set_attr(trial, ATTR_RESUMED_FROM_EPOCH, done)
+        if resume.continues is not None:
+            self._set_attr(trial, ATTR_CONTINUES, resume.continues)
+        # The dead worker saved the checkpoint first: its last epoch may never have been logged.
+        logged = run.metric_steps(metric) if resume.run_id is not None else set()
+        frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
+        for step, record in enumerate(resume.state.history, start=1):
+            if step not in logged:
+                run.log_metrics(record, step=step)
+            value = record.get(metric)
+            if step not in frozen.intermediate_values and value is not None and math.isfinite(value):
+                ctx.calls.storage(lambda v=value, s=step: trial.report(v, step=s))  # type: ignore[misc]
+        note = f" of trial {resume.continues}" if resume.continues is not None else ""
+        ctx.progress.message(f"trial {trial.number} continues the checkpoint{note} after epoch {done}")
+
     # --- duplicates -----------------------------------------------------------------
 
-    def _reuse_or_train(self, trial: optuna.Trial, params: Params, run: ResilientRun) -> tuple[float, str]:
+    def _reuse_or_train(
+        self, trial: optuna.Trial, params: Params, run: ResilientRun, resume: Resume | None = None
+    ) -> tuple[float, str]:
+        if resume is not None:  # a configuration in mid-training is continued, never replaced
+            return self._train(trial, params, run, resume), f"resumed after epoch {resume.state.epochs_done}"
         source = self._duplicate_source(trial, params.key)
         if source is None:
             return self._train(trial, params, run), ""
@@ -243,7 +349,7 @@ class TrialLifecycle:
 
     # --- training ---------------------------------------------------------------------
 
-    def _train(self, trial: optuna.Trial, params: Params, run: ResilientRun) -> float:
+    def _train(self, trial: optuna.Trial, params: Params, run: ResilientRun, resume: Resume | None = None) -> float:
         import optuna
 
         from mnist_sweep.model import PruningCallback, TrialTimeout
@@ -253,6 +359,7 @@ class TrialLifecycle:
             return self._train_repeated(trial, params, run)
         metric = ctx.space.objective.metric
         epochs = int(params["epochs"])
+        seed = ctx.space.seed + trial.number if resume is None else resume.state.seed
 
         def on_epoch(epoch: int, record: Mapping[str, float]) -> None:
             run.log_metrics(record, step=epoch + 1)
@@ -260,9 +367,14 @@ class TrialLifecycle:
 
         timeout = TrialTimeout(ctx.space.budget.trial_timeout)
         pruning = PruningCallback(trial, metric, ctx.calls.storage)
+        extra = self._checkpoint_arguments(trial, params, seed=seed, resume=resume)
+        if resume is not None:
+            pruning.history.extend(dict(h) for h in resume.state.history)
+        frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
+        pruning.reported = set(frozen.intermediate_values)  # a retry's inherited curve is not reported again
         try:
             result = ctx.trainer(
-                params, ctx.dataset, seed=ctx.space.seed + trial.number, callbacks=[pruning, timeout], on_epoch=on_epoch
+                params, ctx.dataset, seed=seed, callbacks=[pruning, timeout], on_epoch=on_epoch, **extra
             )
         except optuna.TrialPruned:
             self._set_attr(trial, ATTR_HISTORY, pruning.history)
@@ -380,6 +492,30 @@ class TrialLifecycle:
         logged = replace(results[chosen], history=history, wall_seconds=sum(result.wall_seconds for result in results))
         self._log_completed(trial, run, logged, summary.mean)
         return summary.mean
+    def _checkpoint_arguments(
+        self, trial: optuna.Trial, params: Params, *, seed: int, resume: Resume | None
+    ) -> dict[str, Any]:
+        """``checkpoint=`` (save after every epoch) and ``resume=`` for the trainer; none when off."""
+        store = self.ctx.checkpoints
+        if not self._checkpointing or store is None:
+            return {}
+        key = resume.key if resume is not None else checkpoint_id(self.ctx.space.study_name, trial.number)
+        self._checkpoint_key = key
+        self._set_attr(trial, ATTR_CHECKPOINT, key)  # before the first save: a retry must find it
+        warned: list[str] = []
+
+        def save(epochs_done: int, model: Any, history: list[dict[str, float]]) -> None:
+            from mnist_sweep.model import capture_state
+
+            try:
+                state = capture_state(model, epochs_done=epochs_done, history=history, seed=seed)
+                store.save(key, state, params_key=params.key)
+            except Exception as exc:  # a lost checkpoint costs a resume, never the trial
+                if not warned:
+                    warned.append(key)
+                    log.warning("trial %d: checkpoint not saved (%s); training goes on", trial.number, describe(exc))
+
+        return {"checkpoint": save, "resume": resume.state if resume is not None else None}
 
     def _failed(self, trial: optuna.Trial, run: ResilientRun, reason: str) -> TrialFailed:
         self._set_attr(trial, ATTR_FAIL_REASON, reason)
@@ -448,6 +584,7 @@ class TrialLifecycle:
 
         frozen = self.ctx.calls.storage(tell)
         self.ctx.on_told()
+        self._ended_here = frozen.state == (state or TrialState.COMPLETE)
         if frozen.state != (state or TrialState.COMPLETE):
             log.warning(
                 "trial %d was marked %s by another worker while this one ran it (no heartbeat for longer than "
@@ -464,6 +601,7 @@ class TrialLifecycle:
         self.ctx.on_told()
         try:
             trial.set_user_attr(ATTR_FAIL_REASON, first_line(reason))
-            self.ctx.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            frozen = self.ctx.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            self._ended_here = frozen.state == TrialState.FAIL
         except Exception as exc:  # lost with the storage; heartbeats or the next run recover it
             log.warning("could not mark trial %d FAIL: %s", trial.number, describe(exc))

@@ -146,7 +146,7 @@ def run_parallel(
     error when none of them finished the study.
     """
     from mnist_sweep.stores import default_storage
-    from mnist_sweep.sweep._engine import run_sweep
+    from mnist_sweep.sweep._engine import open_checkpoints, run_sweep
     from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
     plan = plan_workers(workers=workers, per_gpu=workers_per_gpu, gpus=visible_gpus() if gpus is None else gpus)
@@ -155,6 +155,7 @@ def run_parallel(
         return run_sweep(space, replace(options, storage=storage))
     check_shared_storage(storage, what=f"--workers {len(plan)}")
     tracking_uri = check_tracking_uri(options.tracking_uri or default_tracking_uri())
+    open_checkpoints(space, replace(options, storage=storage))  # an unwritable store: refused before any worker
     options = replace(options, storage=storage, tracking_uri=tracking_uri)
     return _Supervisor(space, options, plan).run()
 

@@ -252,6 +252,17 @@ class RunHandle:
         if batch:
             self.client.log_batch(self.run_id, tags=batch)
 
+    def delete_tags(self, keys: Sequence[str]) -> None:
+        """Remove tags that no longer hold (a reopened run's old fail reason); absent ones are skipped."""
+        tags = self.client.get_run(self.run_id).data.tags
+        for key in keys:
+            if key in tags:
+                self.client.delete_tag(self.run_id, key)
+
+    def metric_steps(self, key: str) -> set[int]:
+        """The steps at which ``key`` has been logged in this run."""
+        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
@@ -522,6 +533,12 @@ class NullRun:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         pass
+
+    def delete_tags(self, keys: Sequence[str]) -> None:
+        pass
+
+    def metric_steps(self, key: str) -> set[int]:
+        return set()
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         pass
