@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     import optuna
 
     from mnist_sweep.config import SearchSpace
-    from mnist_sweep.display import Progress
+    from mnist_sweep.display import Progress, plots
     from mnist_sweep.model import Dataset, Params, TrainResult
     from mnist_sweep.sweep._options import Trainer
     from mnist_sweep.tracking import Tracker
@@ -106,6 +106,7 @@ class TrialLifecycle:
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
         self.grid_exhausted = False
+        self._figures: plots.TrialFigures | None = None  # made on first use: matplotlib is imported then
 
     def run(self, trial: optuna.Trial, params: Params) -> TrialOutcome:
         """Train (or reuse) ``trial`` and tell Optuna; KeyboardInterrupt and fatal errors propagate."""
@@ -226,15 +227,22 @@ class TrialLifecycle:
         epochs = int(params["epochs"])
 
         def on_epoch(epoch: int, record: Mapping[str, float]) -> None:
-            run.log_metrics(record, step=epoch + 1)
+            run.log_metrics_async(record, step=epoch + 1)
             ctx.progress.epoch(trial.number, epoch + 1, epochs, dict(record))
 
         timeout = TrialTimeout(ctx.space.budget.trial_timeout)
         pruning = PruningCallback(trial, metric, ctx.calls.storage)
         try:
-            result = ctx.trainer(
-                params, ctx.dataset, seed=ctx.space.seed + trial.number, callbacks=[pruning, timeout], on_epoch=on_epoch
-            )
+            try:
+                result = ctx.trainer(
+                    params,
+                    ctx.dataset,
+                    seed=ctx.space.seed + trial.number,
+                    callbacks=[pruning, timeout],
+                    on_epoch=on_epoch,
+                )
+            finally:
+                run.flush()  # every epoch stored in MLflow before the trial records its history or state
         except optuna.TrialPruned:
             self._set_attr(trial, ATTR_HISTORY, pruning.history)
             run.set_tags({TAG_STATE: STATE_PRUNED, TAG_PRUNED_AT_EPOCH: len(pruning.history)})
@@ -291,9 +299,12 @@ class TrialLifecycle:
         if probs is None:
             probs = probabilities(model, ctx.dataset.x_test)
         predicted = np.argmax(probs, axis=1)
-        run.log_figure(plots.learning_curves(result.history, title=title), "plots/learning_curves.png")
+        if self._figures is None:
+            self._figures = plots.TrialFigures()
+        figures = self._figures
+        run.log_figure(figures.learning_curves(result.history, title=title), "plots/learning_curves.png")
         run.log_figure(
-            plots.confusion_matrix(ctx.dataset.y_test, predicted, ctx.dataset.class_names, title=f"{title} (test)"),
+            figures.confusion_matrix(ctx.dataset.y_test, predicted, ctx.dataset.class_names, title=f"{title} (test)"),
             "plots/confusion_matrix.png",
         )
         if linked:
