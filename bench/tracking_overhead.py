@@ -20,8 +20,14 @@ reported beside the wall-time ratio: on a machine shared with other jobs it is t
     .venv/bin/python bench/tracking_overhead.py --quick
     .venv/bin/python bench/tracking_overhead.py --system-metrics   # what MLflow's system metrics add
 
+"on" is the product's default tracking, MLflow's system metrics in every trial run included.
 ``--system-metrics`` compares tracking with MLflow's system metrics in every trial run ("on")
 against the same tracking without them ("off"): the cost of the monitor alone.
+
+A third side, "peer" (``--no-peer`` leaves it out), is the script a user would write by hand
+for the same trials: an Optuna study whose objective opens a nested MLflow run and trains with
+MLflow's Keras autolog on (``bench/_peer.py``). The goal there is "on" / "peer" <= 1.
+The three sides rotate through the rounds (on, off, peer | off, peer, on | peer, on, off).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from typing import Any
 from _common import (  # bench/ is on sys.path when a script here runs
     SweepRun,
     default_data_dir,
+    fresh_stores,
+    init_mlflow_store,
     machine_line,
     make_space,
     median,
@@ -47,6 +55,7 @@ from _common import (  # bench/ is on sys.path when a script here runs
 )
 
 GOAL = 1.05
+PEER_GOAL = 1.0
 
 
 class StepTimer:
@@ -102,8 +111,8 @@ def _figure_label(run: Any, figure: Any, artifact_file: str) -> str:
 
 def instrument() -> StepTimer:
     """Patch the tracking steps of a sweep with timers (inactive until ``timer.active``)."""
+    import mlflow.models
     import mlflow.models.utils
-    import mlflow.tensorflow
     from mlflow import MlflowClient
 
     from mnist_sweep.display import plots
@@ -113,7 +122,7 @@ def instrument() -> StepTimer:
 
     timer = StepTimer()
     timer.wrap(RunHandle, "log_model", "log_model: signature + requirements")
-    timer.wrap(mlflow.tensorflow, "log_model", "log_model: mlflow save + upload")
+    timer.wrap(mlflow.models.Model, "log", "log_model: mlflow save + upload")
     timer.wrap(mlflow.models.utils, "_validate_serving_input", "log_model: serving-input check")
     timer.wrap(models, "probabilities", "confusion matrix: test-set predict")
     timer.wrap(plots, "learning_curves", "learning-curve figure: draw")
@@ -134,6 +143,28 @@ def instrument() -> StepTimer:
     return timer
 
 
+_PEER_LAST: dict[str, float] = {}
+
+
+def run_peer(args: argparse.Namespace, root: Path, label: str, params: list[dict[str, Any]]) -> float:
+    """The hand-written sweep (``_peer.py``) over ``params`` in a fresh MLflow store; its wall seconds."""
+    from _peer import peer_sweep
+    from mnist_sweep.model import load_dataset
+
+    _, tracking_uri = fresh_stores(root, label)
+    init_mlflow_store(tracking_uri)
+    wall, cpu, best = peer_sweep(
+        params,
+        lambda: load_dataset("mnist", data_dir=args.data_dir, limit=args.limit),
+        epochs=args.epochs,
+        seed=args.seed,
+        tracking_uri=tracking_uri,
+        experiment="peer",
+    )
+    _PEER_LAST.update(cpu=cpu, best=best)
+    return wall
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="on/off rounds (default 3)")
@@ -148,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="compare tracking with system metrics ('on') against tracking without them ('off')",
     )
+    parser.add_argument("--no-peer", action="store_true", help="leave out the hand-written Optuna + autolog sweep")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.trials, args.epochs, args.limit = 1, 2, 1, 1000
@@ -179,19 +211,20 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     timer = instrument()
-    sides = {"on": True, "off": False}
+    peer = not (args.no_peer or args.system_metrics)
+    sides = {"on": True, "off": False, **({"peer": False} if peer else {})}
     # (tracking, system metrics) per side
     configs = (
         {"on": (True, True), "off": (True, False)}
         if args.system_metrics
-        else {"on": (True, None), "off": (False, None)}
+        else {"on": (True, True), "off": (False, False)}
     )
     if args.system_metrics:
         print("comparing: on = tracking + system metrics in every trial run, off = tracking without them\n")
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
         root = Path(tmp)
         warm = {}
-        for name in sides:
+        for name in configs:
             run, _ = run_timed(
                 f"warmup-{name}",
                 space("warmup", n_trials=1, epochs=1, limit=1000),
@@ -201,8 +234,14 @@ def main(argv: list[str] | None = None) -> int:
                 system_metrics=configs[name][1],
             )
             warm[name] = run.seconds
+        if peer:
+            warm_args = argparse.Namespace(**{**vars(args), "limit": 1000, "epochs": 1})
+            warm["peer"] = run_peer(
+                warm_args, root, "warmup-peer", [{"width": 128, "activation": "relu", "learning_rate": 1.0e-3}]
+            )
         print(
-            f"warm-up (untimed; first use of TensorFlow, MLflow, plots): on {warm['on']:.1f} s, off {warm['off']:.1f} s"
+            "warm-up (untimed; first use of TensorFlow, MLflow, plots, autolog): "
+            + ", ".join(f"{name} {seconds_:.1f} s" for name, seconds_ in warm.items())
         )
 
         seconds: dict[str, list[float]] = {name: [] for name in sides}
@@ -214,10 +253,25 @@ def main(argv: list[str] | None = None) -> int:
         setups: list[float] = []
         steps: list[dict[str, float]] = []
         params_seen: dict[str, list[Any]] = {}
+        peer_ratios: list[float] = []
+        peer_cpu_ratios: list[float] = []
+        peer_best: list[float] = []
         for round_number in range(1, args.rounds + 1):
-            order = list(sides) if round_number % 2 else list(reversed(sides))
+            if peer:  # rotate, so that "peer" comes after an "on" side that drew the params
+                shift = (round_number - 1) % 3
+                order = list(sides)[shift:] + list(sides)[:shift]
+            else:
+                order = list(sides) if round_number % 2 else list(reversed(sides))
             runs: dict[str, SweepRun] = {}
             for name in order:
+                if name == "peer":
+                    seconds["peer"].append(
+                        run_peer(args, root, f"r{round_number}-peer", next(iter(params_seen.values())))
+                    )
+                    cpu_seconds["peer"].append(_PEER_LAST["cpu"])
+                    trial_seconds["peer"].append(float("nan"))
+                    peer_best.append(_PEER_LAST["best"])
+                    continue
                 timer.active = sides[name]
                 timer.reset()
                 run, setup = run_timed(
@@ -244,10 +298,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} {runs[name].seconds:6.2f} s (CPU {runs[name].cpu_seconds:6.2f} s, "
                 f"trials {runs[name].trial_seconds:6.2f} s, best {runs[name].best:.4f})"
                 for name in order
+                if name in runs
             )
+            if peer:
+                peer_ratios.append(runs["on"].seconds / seconds["peer"][-1])
+                peer_cpu_ratios.append(runs["on"].cpu_seconds / cpu_seconds["peer"][-1])
+                cells += (
+                    f" | peer {seconds['peer'][-1]:6.2f} s (CPU {cpu_seconds['peer'][-1]:6.2f} s, "
+                    f"best {peer_best[-1]:.4f}) | on/peer {peer_ratios[-1]:.3f}"
+                )
             print(f"round {round_number} ({', '.join(order)}): {cells} | ratio on/off {ratios[-1]:.3f}", flush=True)
     timer.undo()
 
+    params_seen = {k: v for k, v in params_seen.items() if not k.endswith("-peer")}
     same_params = len({repr(v) for v in params_seen.values()}) == 1
     print("\nsame trial parameters on both sides in every round:", "yes" if same_params else "NO")
     print(f"MLflow schema creation per fresh store (untimed, once per store): median {median(setups):.2f} s\n")
@@ -257,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             name,
             " ".join(f"{s:.2f}" for s in seconds[name]),
             f"{median(seconds[name]):.2f}",
-            " ".join(f"{s:.2f}" for s in trial_seconds[name]),
-            f"{median(trial_seconds[name]):.2f}",
+            " ".join(f"{s:.2f}" for s in trial_seconds[name]) if name != "peer" else "-",
+            f"{median(trial_seconds[name]):.2f}" if name != "peer" else "-",
             " ".join(f"{s:.2f}" for s in cpu_seconds[name]),
             f"{median(cpu_seconds[name]):.2f}",
         ]
@@ -292,6 +355,22 @@ def main(argv: list[str] | None = None) -> int:
         ["process CPU time", " ".join(f"{r:.3f}" for r in cpu_ratios), f"{median(cpu_ratios):.3f}", "-"],
         ["ratio of medians (wall)", "-", f"{median(seconds['on']) / median(seconds['off']):.3f}", "-"],
     ]
+    if peer:
+        peer_median = median(peer_ratios)
+        summary += [
+            [
+                "on / peer, wall",
+                " ".join(f"{r:.3f}" for r in peer_ratios),
+                f"{peer_median:.3f}",
+                f"<= {PEER_GOAL}: {'met' if peer_median <= PEER_GOAL else 'NOT met'}",
+            ],
+            [
+                "on / peer, process CPU",
+                " ".join(f"{r:.3f}" for r in peer_cpu_ratios),
+                f"{median(peer_cpu_ratios):.3f}",
+                "-",
+            ],
+        ]
     print(f"SUMMARY: tracking on / off, {args.trials} trials x {args.epochs} epochs, {data}")
     print(table(["measure", "per-round ratios", "median", f"goal <= {GOAL}"], summary))
     return 0

@@ -279,3 +279,62 @@ def test_study_plots_of_a_multi_objective_study_are_empty() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.optimize(lambda trial: (trial.suggest_float("x", 0, 1), 1.0), n_trials=3)
     assert plots.study_plots(study) == {}
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    content = buffer.getvalue()
+    assert content.startswith(PNG_SIGNATURE) and len(content) > 5_000
+    return content
+
+
+def test_trial_figures_redraw_one_figure_per_kind_with_each_trials_data(
+    tiny_mnist: Dataset, predictions: dict[str, Any]
+) -> None:
+    figures = plots.TrialFigures()
+    history = predictions["history"]
+    curves = figures.learning_curves(history, title="tiny trial 0")
+    shorter = [{key: value * 0.5 for key, value in epoch.items()} for epoch in history[:1]]
+    assert figures.learning_curves(shorter, title="tiny trial 1") is curves  # built once, redrawn
+    loss_ax, accuracy_ax = curves.axes
+    assert [ax.get_title() for ax in curves.axes] == ["Loss", "Accuracy"]
+    assert curves.get_suptitle() == "tiny trial 1"
+    lines = {line.get_label(): line for line in loss_ax.lines}
+    assert list(lines["train"].get_ydata()) == [history[0]["loss"] * 0.5]
+    assert list(lines["validation"].get_ydata()) == [history[0]["val_loss"] * 0.5]
+    assert list(accuracy_ax.lines[1].get_ydata()) == [history[0]["val_accuracy"] * 0.5]
+    lo, hi = accuracy_ax.get_ylim()
+    assert lo <= history[0]["accuracy"] * 0.5 <= hi  # limits follow the data
+    _png_bytes(curves)
+    assert figures.learning_curves([], title="empty") is not curves  # nothing to show: the general drawing
+
+    y_true, y_pred = tiny_mnist.y_test, predictions["pred"]
+    matrix = figures.confusion_matrix(y_true, y_true, tiny_mnist.class_names, title="first")
+    assert figures.confusion_matrix(y_true, y_pred, tiny_mnist.class_names, title="second") is matrix
+    ax = matrix.axes[0]
+    accuracy = float((y_true == y_pred).mean())
+    assert ax.get_title() == f"second\naccuracy {accuracy:.2%} on {len(y_true)} images"
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
+    assert len(cells) == 100
+    for row in range(10):
+        for col in range(10):
+            assert cells[row, col] == int(((y_true == row) & (y_pred == col)).sum())
+    assert ax.images[0].get_clim() == (0, max(1, int(max(cells.values()))))
+    _png_bytes(matrix)
+
+
+def test_trial_figures_keep_one_matrix_per_set_of_class_names() -> None:
+    from mnist_sweep.model._data import CLASS_NAMES
+
+    figures = plots.TrialFigures()
+    labels = np.arange(10)
+    digits = figures.confusion_matrix(labels, labels, CLASS_NAMES["mnist"])
+    fashion = figures.confusion_matrix(labels, labels, CLASS_NAMES["fashion_mnist"], title="fashion")
+    assert fashion is not digits
+    assert [t.get_text() for t in fashion.axes[0].get_yticklabels()] == list(CLASS_NAMES["fashion_mnist"])
+    assert "accuracy 100.00% on 10 images" in fashion.axes[0].get_title()
+    with pytest.raises(ValueError, match=r"outside 0\.\.9"):
+        figures.confusion_matrix([0, 10], [0, 1], CLASS_NAMES["mnist"])

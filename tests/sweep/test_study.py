@@ -93,15 +93,29 @@ def test_three_trial_sweep_logs_parent_and_nested_runs(tmp_path: Path) -> None:
         assert {key for key, _, digest in linked if digest != test_digest} >= {"final_val_accuracy", "final_val_loss"}
 
 
-def test_logged_model_loads_and_predicts(tmp_path: Path, tiny_mnist: Any) -> None:
+def test_logged_model_loads_and_predicts(tmp_path: Path, tiny_mnist: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow.artifacts
+    import mlflow.models
+    import mlflow.models.utils
     import mlflow.pyfunc
     import numpy as np
 
+    checks: list[str] = []
+    real_check = mlflow.models.utils._validate_serving_input
+    monkeypatch.setattr(mlflow.models.utils, "_validate_serving_input", lambda model_uri, **_: checks.append(model_uri))
     result = sweep(write_space(tmp_path, n_trials=1), tmp_path)
+    assert checks == []  # MLflow's reload-and-predict check of the example is skipped when logging
     run = client(tmp_path).get_run(result.trials[0].run_id)
-    model = mlflow.pyfunc.load_model(run.data.tags["mnist_sweep.model_uri"])
+    uri = run.data.tags["mnist_sweep.model_uri"]
+    model = mlflow.pyfunc.load_model(uri)
     assert model.metadata.signature is not None
     assert model.metadata.saved_input_example_info is not None
+    assert model.metadata.run_id == run.info.run_id
+    assert {"tensorflow", "python_function"} <= set(model.metadata.flavors)
+    # ... yet the saved serving example is valid: the check passes when run by hand.
+    serving = model.metadata.get_serving_input(mlflow.artifacts.download_artifacts(uri))
+    assert serving is not None
+    assert np.asarray(real_check(uri, serving)).shape == (2, 10)
     out = np.asarray(model.predict(tiny_mnist.x_test[:5]))
     assert out.shape == (5, 10)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-4)

@@ -85,6 +85,101 @@ def learning_curves(history: Sequence[Mapping[str, float]], *, title: str = "") 
     return fig
 
 
+TRIAL_DPI = 72
+TRIAL_CURVES_SIZE = (8.0, 3.2)
+TRIAL_MATRIX_SIZE = (6.0, 5.4)
+
+
+class TrialFigures:
+    """The two figures every trial of a sweep logs, drawn cheaply: built once, redrawn per trial.
+
+    The same content as :func:`learning_curves` and :func:`confusion_matrix` (both splits' loss
+    and accuracy per epoch; every cell's count, the accuracy in the title), but each figure is
+    made once per process and only its data, limits and texts change from trial to trial, with
+    a fixed layout (no constrained-layout pass) at a small size and resolution. That cuts the
+    cost of drawing and rendering both PNGs several-fold (bench/tracking_overhead.py), which
+    matters because a sweep pays it for every trial. Each call returns the same figure object:
+    save or log it before the next call. Not thread-safe; one instance per trial loop.
+    """
+
+    def __init__(self) -> None:
+        self._curves: tuple[Figure, dict[str, Any]] | None = None
+        self._matrices: dict[tuple[str, ...], tuple[Figure, dict[str, Any]]] = {}
+
+    def learning_curves(self, history: Sequence[Mapping[str, float]], *, title: str = "") -> Figure:
+        """:func:`learning_curves`, redrawn into this instance's figure (a fresh one when there is nothing to show)."""
+        keys = ("loss", "val_loss", "accuracy", "val_accuracy")
+        columns = {key: [float(h.get(key, math.nan)) for h in history] for key in keys}
+        if not history or not all(any(math.isfinite(v) for v in columns[key]) for key in keys):
+            return learning_curves(history, title=title)  # partial or empty histories: the general drawing
+        if self._curves is None:
+            self._curves = self._new_curves()
+        fig, parts = self._curves
+        epochs = np.arange(1, len(history) + 1)
+        for key in keys:
+            parts[key].set_data(epochs, columns[key])
+        for ax in parts["axes"]:
+            ax.relim()
+            ax.autoscale_view()
+        parts["title"].set_text(title)
+        return fig
+
+    def confusion_matrix(self, y_true: Any, y_pred: Any, class_names: Sequence[str], *, title: str = "") -> Figure:
+        """:func:`confusion_matrix`, redrawn into this instance's figure for these class names."""
+        counts, accuracy, n = _confusion_counts(y_true, y_pred, class_names)
+        names = tuple(class_names)
+        if names not in self._matrices:
+            self._matrices[names] = self._new_matrix(names)
+        fig, parts = self._matrices[names]
+        image = parts["image"]
+        image.set_data(counts)
+        image.set_clim(0, max(1, int(counts.max()) if counts.size else 1))
+        parts["colorbar"].update_normal(image)
+        threshold = counts.max() / 2 if counts.size else 0
+        for (row, col), text in np.ndenumerate(parts["texts"]):
+            value = counts[row, col]
+            text.set_text(str(value))
+            text.set_color("white" if value > threshold else ("black" if value else "#bbbbbb"))
+        parts["axes"].set_title(f"{title or 'Confusion matrix'}\naccuracy {accuracy:.2%} on {n:,} images")
+        return fig
+
+    @staticmethod
+    def _new_curves() -> tuple[Figure, dict[str, Any]]:
+        fig = Figure(figsize=TRIAL_CURVES_SIZE, dpi=TRIAL_DPI)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.82, wspace=0.25)
+        parts: dict[str, Any] = {"axes": fig.subplots(1, 2)}
+        for ax, metric, label in zip(parts["axes"], ("loss", "accuracy"), ("Loss", "Accuracy"), strict=True):
+            for key, name, color in ((metric, "train", TRAIN_COLOR), (f"val_{metric}", "validation", VAL_COLOR)):
+                (parts[key],) = ax.plot([], [], marker="o", markersize=4, color=color, label=name)
+            _style(ax, title=label, xlabel="epoch", ylabel=label.lower())
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(loc="best")
+        parts["title"] = fig.suptitle("")
+        return fig, parts
+
+    @staticmethod
+    def _new_matrix(class_names: tuple[str, ...]) -> tuple[Figure, dict[str, Any]]:
+        k = len(class_names)
+        fig = Figure(figsize=TRIAL_MATRIX_SIZE, dpi=TRIAL_DPI)
+        long_names = max((len(c) for c in class_names), default=0) > 3
+        fig.subplots_adjust(left=0.22 if long_names else 0.1, right=0.98, bottom=0.22 if long_names else 0.1, top=0.88)
+        ax = fig.add_subplot()
+        image = ax.imshow(np.zeros((k, k)), cmap="Blues", interpolation="nearest", vmin=0, vmax=1)
+        colorbar = fig.colorbar(image, ax=ax, label="images", shrink=0.85)
+        texts = np.empty((k, k), dtype=object)
+        for row in range(k):
+            for col in range(k):
+                texts[row, col] = ax.text(col, row, "", ha="center", va="center", fontsize=8)
+        ticks = np.arange(k)
+        ax.set_xticks(
+            ticks, labels=list(class_names), rotation=45 if long_names else 0, ha="right" if long_names else "center"
+        )
+        ax.set_yticks(ticks, labels=list(class_names))
+        ax.set_xlabel("predicted label")
+        ax.set_ylabel("true label")
+        return fig, {"axes": ax, "image": image, "colorbar": colorbar, "texts": texts}
+
+
 def prediction_gallery(
     images: Any,
     y_true: Any,
@@ -133,15 +228,8 @@ def prediction_gallery(
 
 def confusion_matrix(y_true: Any, y_pred: Any, class_names: Sequence[str], *, title: str = "") -> Figure:
     """Counts of true class (rows) against predicted class (columns), every cell annotated."""
-    y_true = np.asarray(y_true, dtype=np.int64).ravel()
-    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    counts, accuracy, n = _confusion_counts(y_true, y_pred, class_names)
     k = len(class_names)
-    if len(y_true) != len(y_pred):
-        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
-    for name, labels in (("true label", y_true), ("prediction", y_pred)):
-        if labels.size and (labels.min() < 0 or labels.max() >= k):
-            raise ValueError(f"{name} outside 0..{k - 1} (there are {k} class names)")
-    counts = np.bincount(k * y_true + y_pred, minlength=k * k).reshape(k, k)
     fig = Figure(figsize=(7.5, 6.5), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
@@ -167,9 +255,23 @@ def confusion_matrix(y_true: Any, y_pred: Any, class_names: Sequence[str], *, ti
     ax.set_yticks(ticks, labels=list(class_names))
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
-    accuracy = float(np.trace(counts) / counts.sum()) if counts.sum() else math.nan
-    ax.set_title(f"{title or 'Confusion matrix'}\naccuracy {accuracy:.2%} on {len(y_true):,} images")
+    ax.set_title(f"{title or 'Confusion matrix'}\naccuracy {accuracy:.2%} on {n:,} images")
     return fig
+
+
+def _confusion_counts(y_true: Any, y_pred: Any, class_names: Sequence[str]) -> tuple[np.ndarray, float, int]:
+    """(k x k counts, accuracy, number of images), after checking the labels fit the class names."""
+    y_true = np.asarray(y_true, dtype=np.int64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    k = len(class_names)
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    for name, labels in (("true label", y_true), ("prediction", y_pred)):
+        if labels.size and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"{name} outside 0..{k - 1} (there are {k} class names)")
+    counts = np.bincount(k * y_true + y_pred, minlength=k * k).reshape(k, k)
+    accuracy = float(np.trace(counts) / counts.sum()) if counts.sum() else math.nan
+    return counts, accuracy, len(y_true)
 
 
 def misclassified_gallery(

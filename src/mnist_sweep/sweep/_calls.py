@@ -51,6 +51,12 @@ class ResilientRun:
     def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
         self._retry(lambda: self.raw.log_metrics(metrics, step=step))
 
+    def log_metrics_async(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
+        self._retry(lambda: self.raw.log_metrics_async(metrics, step=step))
+
+    def flush(self) -> None:
+        self._retry(self.raw.flush)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._retry(lambda: self.raw.set_tags(tags))
 

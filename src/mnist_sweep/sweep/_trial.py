@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     import optuna
 
     from mnist_sweep.config import SearchSpace
-    from mnist_sweep.display import Progress
+    from mnist_sweep.display import Progress, plots
     from mnist_sweep.model import Dataset, Params, TrainingState, TrainResult
     from mnist_sweep.sweep._checkpoints import CheckpointStore
     from mnist_sweep.sweep._options import RepeatTrainer, Trainer
@@ -166,6 +166,7 @@ class TrialLifecycle:
         self._checkpointing = ctx.checkpoints is not None and accepts_checkpoints(ctx.trainer)
         self._checkpoint_key: str | None = None
         self._ended_here = False
+        self._figures: plots.TrialFigures | None = None  # made on first use: matplotlib is imported then
 
     def run(self, trial: optuna.Trial, params: Params) -> TrialOutcome:
         """Train (or reuse) ``trial`` and tell Optuna; KeyboardInterrupt and fatal errors propagate."""
@@ -362,7 +363,7 @@ class TrialLifecycle:
         seed = ctx.space.seed + trial.number if resume is None else resume.state.seed
 
         def on_epoch(epoch: int, record: Mapping[str, float]) -> None:
-            run.log_metrics(record, step=epoch + 1)
+            run.log_metrics_async(record, step=epoch + 1)
             ctx.progress.epoch(trial.number, epoch + 1, epochs, dict(record))
 
         timeout = TrialTimeout(ctx.space.budget.trial_timeout)
@@ -373,9 +374,12 @@ class TrialLifecycle:
         frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
         pruning.reported = set(frozen.intermediate_values)  # a retry's inherited curve is not reported again
         try:
-            result = ctx.trainer(
-                params, ctx.dataset, seed=seed, callbacks=[pruning, timeout], on_epoch=on_epoch, **extra
-            )
+            try:
+                result = ctx.trainer(
+                    params, ctx.dataset, seed=seed, callbacks=[pruning, timeout], on_epoch=on_epoch, **extra
+                )
+            finally:
+                run.flush()  # every epoch stored in MLflow before the trial records its history or state
         except optuna.TrialPruned:
             self._set_attr(trial, ATTR_HISTORY, pruning.history)
             run.set_tags({TAG_STATE: STATE_PRUNED, TAG_PRUNED_AT_EPOCH: len(pruning.history)})
@@ -492,6 +496,7 @@ class TrialLifecycle:
         logged = replace(results[chosen], history=history, wall_seconds=sum(result.wall_seconds for result in results))
         self._log_completed(trial, run, logged, summary.mean)
         return summary.mean
+
     def _checkpoint_arguments(
         self, trial: optuna.Trial, params: Params, *, seed: int, resume: Resume | None
     ) -> dict[str, Any]:
@@ -551,9 +556,12 @@ class TrialLifecycle:
         if probs is None:
             probs = probabilities(model, ctx.dataset.x_test)
         predicted = np.argmax(probs, axis=1)
-        run.log_figure(plots.learning_curves(result.history, title=title), "plots/learning_curves.png")
+        if self._figures is None:
+            self._figures = plots.TrialFigures()
+        figures = self._figures
+        run.log_figure(figures.learning_curves(result.history, title=title), "plots/learning_curves.png")
         run.log_figure(
-            plots.confusion_matrix(ctx.dataset.y_test, predicted, ctx.dataset.class_names, title=f"{title} (test)"),
+            figures.confusion_matrix(ctx.dataset.y_test, predicted, ctx.dataset.class_names, title=f"{title} (test)"),
             "plots/confusion_matrix.png",
         )
         if linked:
