@@ -212,6 +212,12 @@ def validate(files: tuple[str, ...]) -> None:
     default=None,
     help="Workers sharing each GPU; alone it means that many per GPU, with --workers they are spread evenly.",
 )
+@click.option(
+    "--max-trials-per-worker",
+    type=int,
+    default=None,
+    help="Replace a worker process by a fresh one after N trials (bounds its memory over a long sweep).",
+)
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (for timing; not recommended).")
 @click.option(
     "--system-metrics/--no-system-metrics",
@@ -236,6 +242,7 @@ def run(
     seed: int | None,
     workers: int | None,
     workers_per_gpu: int | None,
+    max_trials_per_worker: int | None,
     no_tracking: bool,
     system_metrics: bool,
     quiet: bool,
@@ -260,12 +267,18 @@ def run(
         quiet=quiet,
         checkpoint_store=checkpoint_store,
     )
-    if workers is None and workers_per_gpu is None:
+    if workers is None and workers_per_gpu is None and max_trials_per_worker is None:
         result = run_sweep(space, options)
     else:
         from mnist_sweep.sweep import run_parallel
 
-        result = run_parallel(space, options, workers=workers, workers_per_gpu=workers_per_gpu)
+        result = run_parallel(
+            space,
+            options,
+            workers=workers,
+            workers_per_gpu=workers_per_gpu,
+            max_trials_per_worker=max_trials_per_worker,
+        )
     click.echo(app.sweep_table(result, top=top))
 
 

@@ -397,3 +397,55 @@ def test_keras_downloader_returning_bad_arrays_is_a_data_error(monkeypatch: pyte
     monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: ((x_train, y_train[:-1]), test))
     with pytest.raises(DataError, match=r"keras.datasets.mnist.load_data\(\) train labels: 39 labels for 40 images"):
         load_raw("mnist")
+
+
+# --- the .npy cache ------------------------------------------------------------------------
+
+
+def test_a_second_process_memory_maps_the_cached_arrays_and_gets_the_same_data(
+    data_dir: Path, tmp_path: Path, fresh_cache: dict[tuple[str, str], data.RawData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(data.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    first = load_dataset("mnist", data_dir=data_dir, limit=500)  # reads the IDX files, writes the cache
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert folder.name.startswith(f"mnist-{first.sha256[:32]}")
+    fresh_cache.clear()  # as a new process would start
+
+    def no_gunzip(path: Path, *, magic: int) -> np.ndarray:
+        raise AssertionError(f"{path} decompressed again")
+
+    monkeypatch.setattr(data, "read_idx", no_gunzip)
+    raw = load_raw("mnist", data_dir)
+    assert isinstance(raw.train_scaled, np.memmap) and isinstance(raw.train_images, np.memmap)
+    again = load_dataset("mnist", data_dir=data_dir, limit=500)
+    assert again.sha256 == first.sha256 and again.source == first.source
+    for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, split), getattr(first, split))
+        assert getattr(again, split).dtype == getattr(first, split).dtype
+    full = load_dataset("mnist", data_dir=data_dir)
+    assert full.x_train.dtype == np.float32 and float(full.x_train.max()) == 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        raw.train_scaled[0, 0, 0] = 1
+
+
+def test_a_changed_file_is_read_afresh_and_checked_not_taken_from_the_cache(
+    data_dir: Path, tmp_path: Path, fresh_cache: dict[tuple[str, str], data.RawData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(data.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    folder = _copy_of_mnist(data_dir, tmp_path / "copy")
+    load_raw("mnist", tmp_path / "copy")  # cached under the intact files' hash
+    fresh_cache.clear()
+    _rewrite(folder / FILES["test_labels"], lambda b: b[:8] + b"\x0c" + b[9:])
+    with pytest.raises(DataError, match=r"labels outside 0\.\.9"):
+        load_raw("mnist", tmp_path / "copy")
+
+
+def test_an_unwritable_cache_only_costs_time(
+    data_dir: Path, tmp_path: Path, fresh_cache: dict[tuple[str, str], data.RawData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv(data.CACHE_ENV_VAR, str(blocked / "cache"))
+    raw = load_raw("mnist", data_dir)
+    assert raw.train_scaled is not None and len(raw.train_images) == 60_000
+    assert blocked.read_text() == ""

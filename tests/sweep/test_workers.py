@@ -383,6 +383,37 @@ def test_sqlite_is_refused_for_several_workers(tmp_path: Path, args: list[str]) 
     assert not (tmp_path / "optuna.db").exists()
 
 
+@pytest.mark.slow
+def test_workers_are_recycled_after_their_trials_and_the_study_still_ends_exactly(tmp_path: Path) -> None:
+    from mnist_sweep.contract import ATTR_WORKER
+
+    journal = tmp_path / "study.log"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write_space(tmp_path, study="recycled", n_trials=4)
+    done = run_cli(
+        "run", str(path), "--workers", "2", "--max-trials-per-worker", "1",
+        "--storage", f"journal://{journal}", "--tracking-uri", tracking, "-q",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    study = load(f"journal://{journal}", "recycled")
+    assert states(study) == ["COMPLETE"] * 4
+    # One trial per process: four worker processes ran the four trials, two slots at a time.
+    assert len({t.user_attrs[ATTR_WORKER] for t in trials_of(study)}) == 4
+    parent, children = runs_of(tracking, "recycled")
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+
+
+def test_max_trials_per_worker_must_be_positive(tmp_path: Path) -> None:
+    from mnist_sweep.cli import main
+
+    path = write_space(tmp_path, study="zero", n_trials=2)
+    result = CliRunner().invoke(
+        main, ["run", str(path), "--max-trials-per-worker", "0", "--storage", f"journal://{tmp_path}/s.log"]
+    )
+    assert result.exit_code == 2 and "--max-trials-per-worker 0: must be at least 1" in result.output
+
+
 def test_workers_must_be_positive(tmp_path: Path) -> None:
     from mnist_sweep.cli import main
 

@@ -7,17 +7,26 @@ Where the files are looked for, in order:
 2. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` package puts
    Fashion-MNIST there).
 3. Keras's own downloader (``keras.datasets.<name>.load_data()``), for machines with internet.
+
+IDX files, once read and checked, are also kept as ``.npy`` arrays (the images already scaled
+to float32) in ``$MNIST_SWEEP_CACHE_DIR`` (default ``~/.cache/mnist-sweep/arrays``), in a
+folder named by the SHA-256 of the IDX files: later processes (every sweep worker) hash the
+``.gz`` files as before, and when the hash matches, memory-map the arrays instead of
+decompressing and scaling them again. A changed file has another hash and is read afresh.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
+import shutil
 import struct
+import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +62,8 @@ ENV_VAR = "MNIST_SWEEP_DATA_DIR"
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
 DEFAULT_VAL_SIZE = 10_000
+CACHE_ENV_VAR = "MNIST_SWEEP_CACHE_DIR"
+CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,8 @@ class RawData:
     source: str
     sha256: str
     file_hashes: dict[str, str]
+    train_scaled: np.ndarray | None = None  # the images as float32 in [0, 1], when cached
+    test_scaled: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -155,12 +168,29 @@ def _check_split(images: np.ndarray, labels: np.ndarray, *, images_at: str, labe
         raise DataError(f"{labels_at}: labels outside 0..9 (found {labels.min()}..{labels.max()})")
 
 
-def read_folder(name: str, folder: Path) -> RawData:
-    """Read the four IDX files of one dataset from ``folder`` and check they agree."""
+def read_folder(name: str, folder: Path, *, cache: bool = True) -> RawData:
+    """Read the four IDX files of one dataset from ``folder`` and check they agree.
+
+    With ``cache``, the arrays come from (or go to) the ``.npy`` cache of these exact files.
+    """
     paths = {key: folder / filename for key, filename in FILES.items()}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise DataError(f"{name}: missing {', '.join(missing)}")
+    if cache:
+        file_hashes = {f"{DATASETS[name]}/{p.name}": _sha256(p) for p in paths.values()}
+        sha256 = _combined_hash(file_hashes)
+        cached = _read_cache(name, sha256, source=str(folder), file_hashes=file_hashes)
+        if cached is not None:
+            return cached
+        raw = _read_files(name, folder, paths)
+        if raw.sha256 == sha256:  # unchanged while it was read
+            return _write_cache(raw)
+        return raw
+    return _read_files(name, folder, paths)
+
+
+def _read_files(name: str, folder: Path, paths: dict[str, Path]) -> RawData:
     arrays = {
         key: read_idx(path, magic=IMAGE_MAGIC if key.endswith("images") else LABEL_MAGIC) for key, path in paths.items()
     }
@@ -182,6 +212,84 @@ def read_folder(name: str, folder: Path) -> RawData:
         sha256=_combined_hash(file_hashes),
         file_hashes=file_hashes,
     )
+
+
+def cache_dir() -> Path:
+    """Where the ``.npy`` copies of read data sets are kept."""
+    explicit = os.environ.get(CACHE_ENV_VAR)
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path.home() / ".cache" / "mnist-sweep" / "arrays"
+
+
+_CACHED_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels", "train_scaled", "test_scaled")
+
+
+def _cache_folder(name: str, sha256: str) -> Path:
+    return cache_dir() / f"{name}-{sha256[:32]}-v{CACHE_VERSION}"
+
+
+def _read_cache(name: str, sha256: str, *, source: str, file_hashes: dict[str, str]) -> RawData | None:
+    """The cached arrays of the files whose combined hash is ``sha256``, memory-mapped; None when absent."""
+    folder = _cache_folder(name, sha256)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("sha256") != sha256 or meta.get("version") != CACHE_VERSION:
+            return None
+        arrays = {key: np.load(folder / f"{key}.npy", mmap_mode="r", allow_pickle=False) for key in _CACHED_ARRAYS}
+    except (OSError, ValueError) as exc:
+        log.debug("no usable array cache for %s in %s: %s", name, folder, exc)
+        return None
+    for split in ("train", "test"):
+        images, labels, scaled = arrays[f"{split}_images"], arrays[f"{split}_labels"], arrays[f"{split}_scaled"]
+        if images.dtype != np.uint8 or labels.dtype != np.uint8 or scaled.dtype != np.float32:
+            return None
+        if scaled.shape != images.shape:
+            return None
+        _check_split(images, labels, images_at=str(folder), labels_at=str(folder))
+    log.info("reading %s from the array cache %s", name, folder)
+    return RawData(
+        name=name,
+        train_images=arrays["train_images"],
+        train_labels=arrays["train_labels"],
+        test_images=arrays["test_images"],
+        test_labels=arrays["test_labels"],
+        source=source,
+        sha256=sha256,
+        file_hashes=file_hashes,
+        train_scaled=arrays["train_scaled"],
+        test_scaled=arrays["test_scaled"],
+    )
+
+
+def _write_cache(raw: RawData) -> RawData:
+    """Keep ``raw``'s arrays (and the scaled images) in the cache; ``raw`` with the scaled images.
+
+    Written into a temporary folder and renamed into place, so a reader never sees half a cache;
+    a cache that cannot be written (read-only home, full disk) only costs the next process time.
+    """
+    train_scaled, test_scaled = _scale(raw.train_images), _scale(raw.test_images)
+    for array in (train_scaled, test_scaled):
+        array.setflags(write=False)  # as read-only as the arrays read from the files
+    scaled = replace(raw, train_scaled=train_scaled, test_scaled=test_scaled)
+    folder = _cache_folder(raw.name, raw.sha256)
+    if folder.exists():
+        return scaled
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            for key in _CACHED_ARRAYS:
+                np.save(partial / f"{key}.npy", np.ascontiguousarray(getattr(scaled, key)), allow_pickle=False)
+            (partial / "meta.json").write_text(json.dumps({"sha256": raw.sha256, "version": CACHE_VERSION}))
+            partial.rename(folder)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not folder.exists():  # another process renaming its copy first is fine
+                raise
+    except OSError as exc:
+        log.debug("array cache not written to %s: %s", folder, exc)
+    return scaled
 
 
 def _from_keras(name: str) -> RawData:
@@ -305,9 +413,12 @@ def load_dataset(
     n_train = len(raw.train_images)
     if not 0 < val_size < n_train:
         raise DataError(f"validation size {val_size} must be between 1 and {n_train - 1}")
-    train_x, train_y = raw.train_images[: n_train - val_size], raw.train_labels[: n_train - val_size]
-    val_x, val_y = raw.train_images[n_train - val_size :], raw.train_labels[n_train - val_size :]
-    test_x, test_y = raw.test_images, raw.test_labels
+    # The scaled images when the cache has them (memory-mapped: nothing to decompress or convert).
+    train_images = raw.train_scaled if raw.train_scaled is not None else raw.train_images
+    test_images = raw.test_scaled if raw.test_scaled is not None else raw.test_images
+    train_x, train_y = train_images[: n_train - val_size], raw.train_labels[: n_train - val_size]
+    val_x, val_y = train_images[n_train - val_size :], raw.train_labels[n_train - val_size :]
+    test_x, test_y = test_images, raw.test_labels
     cut = limit if limit is not None else train_limit
     if cut is not None:
         i_train = balanced_indices(train_y, cut)
@@ -334,4 +445,6 @@ def load_dataset(
 
 
 def _scale(images: np.ndarray) -> np.ndarray:
+    if images.dtype == np.float32:  # scaled already (the array cache)
+        return images
     return images.astype(np.float32) / np.float32(255.0)

@@ -47,7 +47,7 @@ from mnist_sweep.stores import (
 from mnist_sweep.sweep._budget import Decision, decide, tally
 from mnist_sweep.sweep._calls import RESUME_HINT, Calls
 from mnist_sweep.sweep._checkpoints import CheckpointStore, choose_store
-from mnist_sweep.sweep._options import SweepOptions, Trainer, keras_trainer
+from mnist_sweep.sweep._options import RECYCLED, SweepOptions, Trainer, keras_trainer
 from mnist_sweep.sweep._parent import Mode, ParentRun
 from mnist_sweep.sweep._recovery import TrialRecovery, Watchdog, end_dead_parents
 from mnist_sweep.sweep._results import SweepResult, finished_count, summarize
@@ -138,6 +138,10 @@ class _Sweep:
             while True:
                 if self.trials.grid_exhausted:
                     result.stopped_reason = "every point of the grid has been tried"
+                    return
+                limit = self.options.max_trials
+                if limit is not None and result.trials_run >= limit:
+                    result.stopped_reason = f"{RECYCLED}: this process ran its {limit} trial(s)"
                     return
                 got = self._next_trial(started)
                 if isinstance(got, str):

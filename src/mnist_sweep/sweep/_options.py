@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from mnist_sweep.model import Dataset, Params, TrainResult
 
 
+RECYCLED = "recycled"
+"""How a stopped reason starts when the process stopped at ``SweepOptions.max_trials`` (the study goes on)."""
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """Where things are stored and what to print.
@@ -19,6 +23,8 @@ class SweepOptions:
     ending it (whoever created it ends it); without ``worker``: reopen that run and own it.
     ``system_metrics``: MLflow's CPU/memory (and GPU, with pynvml) samples in every trial run; on by
     default, since they cost about 0.03 s per trial (BENCHMARKS.md).
+    ``max_trials``: this process stops after running that many trials (the study goes on in
+    other processes): how ``run --workers N --max-trials-per-worker M`` recycles its workers.
     Heartbeats need no option: they are always on for PostgreSQL/MySQL storages and
     impossible on the others.
     """
@@ -35,6 +41,7 @@ class SweepOptions:
     worker: bool = False
     checkpoint_store: str | None = None
     """``--checkpoint-store``: where trial checkpoints go (:mod:`~mnist_sweep.sweep._checkpoints`)."""
+    max_trials: int | None = None
 
 
 class Trainer(Protocol):

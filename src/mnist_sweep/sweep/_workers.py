@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 from mnist_sweep.contract import TAG_HOST, TAG_VERSION, TAG_WORKERS
 from mnist_sweep.errors import ConfigError, DataError, MnistSweepError, StorageError, TrackingError, WorkerFailed
 from mnist_sweep.sweep._gpus import plan_workers, visible_gpus
+from mnist_sweep.sweep._options import RECYCLED
 
 if TYPE_CHECKING:
     import optuna
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 # Seconds a worker gets to mark its runs KILLED after Ctrl-C before it is killed outright.
 STOP_GRACE_SECONDS = 30.0
+RELEASE_POLL_SECONDS = 0.05
 TAIL_LINES = 20
 # MLflow's client retries an unreachable server for about four minutes by default; a worker
 # lets it try briefly and then applies its own bounded retry ($MNIST_SWEEP_RETRY_SECONDS).
@@ -137,6 +139,7 @@ def run_parallel(
     workers: int | None = None,
     workers_per_gpu: int | None = None,
     gpus: Sequence[str] | None = None,
+    max_trials_per_worker: int | None = None,
 ) -> SweepResult:
     """Run ``space``'s study with worker processes on this machine, one GPU each; sum them up.
 
@@ -144,24 +147,40 @@ def run_parallel(
     (``gpus`` defaults to the GPUs this machine shows). The storage must be shareable (a
     journal file or PostgreSQL; SQLite is refused) for more than one. Raises the workers'
     error when none of them finished the study.
+
+    ``max_trials_per_worker``: a worker process exits after that many trials and a fresh one
+    takes its place (same GPU) while the study's budget lasts, so a long sweep does not grow
+    one process's memory without bound (TensorFlow keeps some graph state per model).
     """
     from mnist_sweep.stores import default_storage
     from mnist_sweep.sweep._engine import open_checkpoints, run_sweep
     from mnist_sweep.tracking import check_tracking_uri, default_tracking_uri
 
+    if max_trials_per_worker is not None and max_trials_per_worker < 1:
+        raise ConfigError(f"--max-trials-per-worker {max_trials_per_worker}: must be at least 1")
     plan = plan_workers(workers=workers, per_gpu=workers_per_gpu, gpus=visible_gpus() if gpus is None else gpus)
     storage = options.storage or default_storage(options.tracking_uri)
-    if len(plan) == 1:
+    if len(plan) == 1 and max_trials_per_worker is None:
         return run_sweep(space, replace(options, storage=storage))
     check_shared_storage(storage, what=f"--workers {len(plan)}")
     tracking_uri = check_tracking_uri(options.tracking_uri or default_tracking_uri())
     open_checkpoints(space, replace(options, storage=storage))  # an unwritable store: refused before any worker
     options = replace(options, storage=storage, tracking_uri=tracking_uri)
-    return _Supervisor(space, options, plan).run()
+    return _Supervisor(space, options, plan, max_trials_per_worker=max_trials_per_worker).run()
 
 
 class _Supervisor:
-    def __init__(self, space: SearchSpace, options: SweepOptions, plan: Sequence[str | None]) -> None:
+    """Starts the workers first (they import TensorFlow and load the data meanwhile), then sets
+    the study and parent run up once, releases the workers into it, and waits, recycling them."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        options: SweepOptions,
+        plan: Sequence[str | None],
+        *,
+        max_trials_per_worker: int | None = None,
+    ) -> None:
         from mnist_sweep.stores import StudyMutex, storage_kind
         from mnist_sweep.sweep._engine import TrialRecovery
 
@@ -172,9 +191,13 @@ class _Supervisor:
         self.storage = options.storage or ""
         self.mutex = StudyMutex(self.storage, space.study_name, kind=storage_kind(self.storage))
         self.recovery = TrialRecovery()
-        self.children: list[_Child] = []
+        self.max_trials_per_worker = max_trials_per_worker
+        self.children: list[_Child] = []  # every worker process started, recycled ones included
+        self.slots: list[_Child] = []  # the process now in each slot
         self.study: optuna.Study | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="mnist-sweep-workers-"))
+        self._go = self._tmp / "go.json"  # written once the parent run exists: the workers' start signal
+        self._started = 0
 
     def run(self) -> SweepResult:
         try:
@@ -184,6 +207,19 @@ class _Supervisor:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def _run(self) -> SweepResult:
+        threads = os.environ.get("MNIST_SWEEP_THREADS") or str(threads_per_worker(self.workers))
+        # The workers first: each spends seconds importing TensorFlow and MLflow and loading the data,
+        # which needs nothing from the set-up below; they wait for the go file before they touch the study.
+        self._spawn_all(threads)
+        try:
+            return self._supervise(threads)
+        except BaseException:
+            if not self._go.exists():  # never released: they are only waiting
+                self._stop_children()
+                self._close_pipes()
+            raise
+
+    def _supervise(self, threads: str) -> SweepResult:
         from mnist_sweep import __version__
         from mnist_sweep.display import Progress
         from mnist_sweep.stores import open_storage, redact_url, with_retry
@@ -206,7 +242,6 @@ class _Supervisor:
         self.recovery.tracker = tracker
         self.recovery.backend = with_retry(lambda: open_storage(self.storage), what=what)
         with_retry(tracker.check, what=f"tracking server {redact_url(tracker.tracking_uri)}", error=TrackingError)
-        threads = os.environ.get("MNIST_SWEEP_THREADS") or str(threads_per_worker(self.workers))
         progress = Progress(total=space.budget.n_trials, quiet=options.quiet)
         progress.message(
             f"study {space.study_name!r} ({redact_url(self.storage)}): {self.workers} workers on this machine, "
@@ -232,8 +267,8 @@ class _Supervisor:
         with contextlib.ExitStack() as stack:
             run = parent.open(stack, mode="reopen" if options.parent_run_id else "create", run_id=options.parent_run_id)
             with _sigterm_as_interrupt():
-                self._start(run.run_id or None, threads)
-                self._wait()
+                self._release(run.run_id or None)
+                self._wait(threads)
             result = SweepResult(
                 study_name=space.study_name,
                 storage=redact_url(self.storage),
@@ -251,59 +286,81 @@ class _Supervisor:
 
     # --- children -----------------------------------------------------------------
 
-    def _start(self, parent_run_id: str | None, threads: str) -> None:
-        tmp = self._tmp
+    def _spawn_all(self, threads: str) -> None:
+        for index in range(1, self.workers + 1):
+            self.slots.append(self._spawn(index, threads))
+
+    def _spawn(self, index: int, threads: str) -> _Child:
+        """Start the worker process of slot ``index`` (1-based; its GPU is the plan's)."""
+        self._started += 1
+        gpu = self.plan[index - 1]
         env = {**os.environ, "MNIST_SWEEP_THREADS": threads, "PYTHONUNBUFFERED": "1"}
         for name, value in MLFLOW_CLIENT_ENV.items():
             env.setdefault(name, value)
-        worker_options = replace(self.options, worker=True, parent_run_id=parent_run_id)
-        for index, gpu in enumerate(self.plan, start=1):
-            child_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
-            payload = tmp / f"worker-{index}.json"
-            result_path = tmp / f"worker-{index}.result.json"
-            payload.write_text(
-                json.dumps(
-                    {
-                        "space": self.space.to_dict(),
-                        "source": self.space.source,
-                        "text": self.space.text,
-                        "options": asdict(worker_options),
-                        "result": str(result_path),
-                    },
-                    default=str,
-                )
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        worker_options = replace(self.options, worker=True, parent_run_id=None, max_trials=self.max_trials_per_worker)
+        payload = self._tmp / f"worker-{self._started}.json"
+        result_path = self._tmp / f"worker-{self._started}.result.json"
+        payload.write_text(
+            json.dumps(
+                {
+                    "space": self.space.to_dict(),
+                    "source": self.space.source,
+                    "text": self.space.text,
+                    "options": asdict(worker_options),
+                    "result": str(result_path),
+                    "go": str(self._go),
+                },
+                default=str,
             )
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mnist_sweep.sweep._workers", str(payload)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                env=child_env,
-                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
-            )
-            child = _Child(index, process, result_path)
-            child.forwarder = threading.Thread(
-                target=_forward, args=(process.stdout, f"[worker {index}] ", child.tail), daemon=True
-            )
-            child.forwarder.start()
-            self.children.append(child)
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_sweep.sweep._workers", str(payload)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
+        )
+        child = _Child(index, process, result_path)
+        child.forwarder = threading.Thread(
+            target=_forward, args=(process.stdout, f"[worker {index}] ", child.tail), daemon=True
+        )
+        child.forwarder.start()
+        self.children.append(child)
+        return child
 
-    def _wait(self) -> None:
+    def _release(self, parent_run_id: str | None) -> None:
+        """Let the waiting workers into the study, under ``parent_run_id``."""
+        partial = self._go.with_suffix(".partial")
+        partial.write_text(json.dumps({"parent_run_id": parent_run_id}))
+        os.replace(partial, self._go)  # whole or absent for a reader
+
+    def _wait(self, threads: str) -> None:
         try:
-            while any(child.process.poll() is None for child in self.children):
+            while True:
+                for slot, child in enumerate(self.slots):
+                    if child.process.poll() == 0 and child.outcome().get("recycled"):
+                        self.slots[slot] = self._spawn(child.index, threads)  # a fresh process, same GPU
+                if all(child.process.poll() is not None for child in self.slots):
+                    break
                 time.sleep(0.2)
         except KeyboardInterrupt:
             self._stop_children()
             self._recover(status="KILLED")
             raise
         finally:
-            for child in self.children:
-                if child.forwarder is not None:
-                    child.forwarder.join(timeout=5)
-                if child.process.stdout is not None:
-                    child.process.stdout.close()
+            self._close_pipes()
         self._recover(status="FAILED")
+
+    def _close_pipes(self) -> None:
+        for child in self.children:
+            if child.forwarder is not None:
+                child.forwarder.join(timeout=5)
+            if child.process.stdout is not None:
+                child.process.stdout.close()
 
     def _stop_children(self) -> None:
         for child in self.children:
@@ -335,7 +392,7 @@ class _Supervisor:
     def _judge(self, result: SweepResult) -> None:
         finished = [child for child in self.children if child.process.returncode == 0]
         failed = [child for child in self.children if child.process.returncode != 0]
-        reasons = [o.get("stopped_reason") for o in (child.outcome() for child in finished)]
+        reasons = [o.get("stopped_reason") for o in (c.outcome() for c in finished) if not o.get("recycled")]
         result.stopped_reason = next((r for r in reasons if r), None)
         for child in failed:
             log.warning("worker %d (pid %d): %s", child.index, child.process.pid, child.describe_failure())
@@ -408,7 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     result_path = Path(payload["result"])
     try:
         space = parse_space(payload["space"], source=payload["source"], text=payload["text"])
-        result = run_worker(space, SweepOptions(**payload["options"]))
+        options = SweepOptions(**payload["options"])
+        if payload.get("go"):
+            _prepare(space, options)
+            options = replace(options, parent_run_id=_wait_for_release(Path(payload["go"])))
+        result = run_worker(space, options)
     except MnistSweepError as exc:
         _write_json(
             result_path, {"ok": False, "error": str(exc), "error_type": type(exc).__name__, "exit_code": exc.exit_code}
@@ -419,8 +480,34 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(result_path, {"ok": False, "error": "interrupted", "error_type": "KeyboardInterrupt"})
         sys.stderr.write("interrupted: runs in progress were marked KILLED\n")
         return 130
-    _write_json(result_path, {"ok": True, "trials_run": result.trials_run, "stopped_reason": result.stopped_reason})
+    recycled = bool(result.stopped_reason and result.stopped_reason.startswith(RECYCLED))
+    _write_json(
+        result_path,
+        {"ok": True, "trials_run": result.trials_run, "stopped_reason": result.stopped_reason, "recycled": recycled},
+    )
     return 0
+
+
+def _prepare(space: SearchSpace, options: SweepOptions) -> None:
+    """What a worker can do before the supervisor's set-up is done: the heavy imports and the data."""
+    import mlflow  # noqa: F401  (imported for its start-up time, not used here)
+    import tensorflow  # noqa: F401
+
+    from mnist_sweep.model import load_dataset
+
+    load_dataset(space.dataset, data_dir=options.data_dir, limit=space.limit, train_limit=space.train_limit)
+
+
+def _wait_for_release(go: Path) -> str | None:
+    """The parent run id, once the supervisor writes ``go``; KeyboardInterrupt if it is gone first."""
+    supervisor = os.getppid()
+    while not go.exists():
+        if os.getppid() != supervisor:  # orphaned: the supervisor died during its set-up
+            raise KeyboardInterrupt
+        time.sleep(RELEASE_POLL_SECONDS)
+    released: dict[str, Any] = json.loads(go.read_text())
+    parent_run_id = released.get("parent_run_id")
+    return str(parent_run_id) if parent_run_id else None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
