@@ -84,7 +84,10 @@ PRUNERS: dict[str, dict[str, _Option]] = {
         "reduction_factor": ("int", 2),
         "bootstrap_count": ("int", 0),
     },
+    # Promotion-based ASHA: the sweep pauses and promotes trials itself (mnist_sweep.sweep._asha).
+    "asha": {"min_resource": ("int", 1), "max_resource": ("int", 1), "reduction_factor": ("int", 2)},
 }
+ASHA_DEFAULTS = {"min_resource": 1, "reduction_factor": 3}
 # Samplers whose work happens in an optional package; Optuna imports it only when sampling.
 _SAMPLER_NEEDS = {"cmaes": ("cmaes", "pip install cmaes"), "gp": ("torch", "pip install torch")}
 
@@ -158,6 +161,11 @@ class SamplerChecks(Checker):
                 "the percentile pruner needs `percentile` (0-100), e.g. options: {percentile: 25.0}",
             )
         low, high = options.get("min_resource", 1), options.get("max_resource", "auto")
+        if name == "asha" and "max_resource" in options and options["max_resource"] <= low:
+            self.fail(
+                join_key(path, "options.max_resource"),
+                f"`min_resource < max_resource` must hold, but got min_resource={low}, max_resource={high}",
+            )
         if name == "hyperband" and high != "auto" and high < low:
             self.fail(
                 join_key(path, "options.max_resource"),
@@ -266,6 +274,8 @@ def make_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
     import optuna
 
     pruners = optuna.pruners
+    if config.name == "asha":  # Optuna's pruners can only stop a trial; the sweep pauses and promotes
+        return pruners.NopPruner()
     classes: dict[str, Any] = {
         "none": pruners.NopPruner,
         "median": pruners.MedianPruner,

@@ -21,7 +21,7 @@ The format (unknown keys are errors at every level; ``*`` marks required keys)::
     repeats: 1                  # int >= 1: seeds per trial, trained in lockstep; the objective is their mean
     objective: {metric: val_accuracy, direction: maximize}  # or val_loss (minimize)
     sampler: {name: tpe, seed: 0, options: {...}}   # tpe random grid cmaes gp qmc; seed: null = unseeded
-    pruner: {name: median, options: {...}}          # none median percentile successive_halving hyperband
+    pruner: {name: median, options: {...}}          # none median percentile successive_halving hyperband asha
     budget*: {n_trials: 12, timeout: null, trial_timeout: null, max_failure_rate: 0.5}
     fixed: {epochs: 3, optimizer: adam}             # any mnist_sweep.model parameter
     checkpoint_store: null                          # folder or s3://bucket/prefix; none: off (sweep._checkpoints)
@@ -48,6 +48,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from mnist_sweep.config._samplers import (
+    ASHA_DEFAULTS,
     PrunerConfig,
     SamplerChecks,
     SamplerConfig,
@@ -222,6 +223,13 @@ class SearchSpace:
             changes["fixed"] = types.MappingProxyType(fixed)
             changes["params"] = tuple(p for p in self.params if p.name != "epochs")
             check.check_combinations(changes["params"], fixed, flag="--epochs")
+            if self.pruner.name == "asha":  # a fully promoted trial trains the new epoch count
+                options = {**self.pruner.options, "max_resource": int(value)}
+                if options["min_resource"] >= int(value):
+                    check.fail(
+                        "--epochs", f"the asha pruner's min_resource {options['min_resource']} needs more epochs"
+                    )
+                changes["pruner"] = replace(self.pruner, options=types.MappingProxyType(options))
         if seed is not None:
             new_seed = check.seed(seed, "--seed")
             changes["seed"] = new_seed
@@ -579,6 +587,8 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
         sampler = self.sampler(data.get("sampler"), "sampler", default_seed=seed, params=params)
         pruner = self.pruner(data.get("pruner"), "pruner")
         budget = self.budget(data["budget"], "budget")
+        if pruner.name == "asha":
+            pruner = self.asha(pruner, fixed, params)
         checkpoint_store = data.get("checkpoint_store")
         if checkpoint_store is not None:
             checkpoint_store = self.string(checkpoint_store, "checkpoint_store")
@@ -600,6 +610,27 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
             repeats=repeats,
             checkpoint_store=checkpoint_store,
         )
+
+    def asha(self, pruner: PrunerConfig, fixed: Mapping[str, Any], params: Sequence[ParamDef]) -> PrunerConfig:
+        """ASHA needs a fixed epoch count; ``max_resource`` defaults to it and must not exceed it."""
+        if any(p.name == "epochs" for p in params):
+            self.fail(
+                "space.epochs", "the asha pruner needs a fixed `epochs` (its rungs are epochs), not a sampled one"
+            )
+        epochs = int(fixed.get("epochs", PARAMS["epochs"].default))
+        options = {**ASHA_DEFAULTS, "max_resource": epochs, **pruner.options}
+        if options["max_resource"] > epochs:
+            self.fail(
+                "pruner.options.max_resource",
+                f"must not exceed the epochs a trial trains ({epochs}), got {options['max_resource']}",
+            )
+        if options["min_resource"] >= options["max_resource"]:
+            self.fail(
+                "pruner.options.min_resource",
+                f"`min_resource < max_resource` must hold, but got min_resource={options['min_resource']}, "
+                f"max_resource={options['max_resource']}",
+            )
+        return replace(pruner, options=types.MappingProxyType(options))
 
     def limit(self, value: Any, path: str) -> int:
         return self.integer(value, path, minimum=MIN_LIMIT)

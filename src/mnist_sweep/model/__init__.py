@@ -11,7 +11,7 @@ from mnist_sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mnist_sweep.model._build import build_model, probabilities
-    from mnist_sweep.model._callbacks import PruningCallback, TrialTimeout
+    from mnist_sweep.model._callbacks import PruningCallback, StopAtEpoch, TrialTimeout
     from mnist_sweep.model._data import CLASS_NAMES, Dataset, check_name, load_dataset, load_raw
     from mnist_sweep.model._imaging import load_images
     from mnist_sweep.model._params import (
@@ -45,6 +45,7 @@ __getattr__, __all__ = lazy_exports(
         "Levers": "_training",
         "choose_levers": "_training",
         "TrialTimeout": "_callbacks",
+        "StopAtEpoch": "_callbacks",
         "allowed_names": "_params",
         "check_name": "_data",
         "check_value": "_params",

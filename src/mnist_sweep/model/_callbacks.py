@@ -47,6 +47,18 @@ class PruningCallback(keras.callbacks.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} ({self.metric} {float(value):.4f})")
 
 
+class StopAtEpoch(keras.callbacks.Callback):
+    """Stops training after epoch ``epochs`` (a rung of asynchronous successive halving)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if epoch + 1 >= self.epochs:
+            self.model.stop_training = True
+
+
 class TrialTimeout(keras.callbacks.Callback):
     """Stops training once a trial has run longer than ``seconds`` (None: never)."""
 

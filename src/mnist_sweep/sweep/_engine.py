@@ -31,7 +31,7 @@ from mnist_sweep.contract import (
     ATTR_WORKER,
 )
 from mnist_sweep.display import Progress
-from mnist_sweep.errors import StudyFailing
+from mnist_sweep.errors import ConfigError, StudyFailing
 from mnist_sweep.stores import (
     StudyMutex,
     default_storage,
@@ -44,6 +44,7 @@ from mnist_sweep.stores import (
     with_retry,
     worker_id,
 )
+from mnist_sweep.sweep import _asha
 from mnist_sweep.sweep._budget import Decision, decide, tally
 from mnist_sweep.sweep._calls import RESUME_HINT, Calls
 from mnist_sweep.sweep._checkpoints import CheckpointStore, choose_store
@@ -88,6 +89,8 @@ class _Sweep:
         from mnist_sweep.tracking import Tracker, lineage_tags
 
         self.space, self.options, self.study, self.mutex, self.recovery = space, options, study, mutex, recovery
+        self.rungs = _asha.rungs_of(space)
+        self.checkpoints = checkpoints
         self.storage_url = options.storage or ""
         self.kind = storage_kind(self.storage_url)
         self.tracker = Tracker(
@@ -123,6 +126,7 @@ class _Sweep:
                 system_metrics=options.system_metrics,
                 on_told=self._trial_told,
                 checkpoints=checkpoints,
+                rungs=self.rungs,
             )
         )
 
@@ -169,6 +173,9 @@ class _Sweep:
             with self.mutex.hold():
                 if not pending:
                     self.recover_lost_trials(lock=False)
+                    if self._promote():  # asha: a paused trial's continuation first, asked under the same lock
+                        pending.append(self._ask())
+                if not pending:
                     decision = self._decide(started)
                     if decision.action == "fail":
                         raise StudyFailing(decision.reason or "too many trials failed")
@@ -243,14 +250,36 @@ class _Sweep:
 
     def _decide(self, started: float) -> Decision:
         trials = self.study.get_trials(deepcopy=False)
-        counts = tally(trials, may_end=self._may_still_end)
+        counted = trials if self.rungs is None else _asha.configurations(trials)
+        counts = tally(counted, may_end=self._may_still_end)
         self.progress.done = counts.finished
-        return decide(
+        decision = decide(
             counts,
             budget=self.space.budget,
             elapsed=time.monotonic() - started,
             last_failure=self._last_failure(trials),
         )
+        if self.rungs is None or decision.action != "stop":
+            return decision
+        running = tally(trials, may_end=self._may_still_end).running
+        timed_out = self.space.budget.timeout is not None and time.monotonic() - started >= self.space.budget.timeout
+        if running and not timed_out:  # a trial still training may earn a paused one its promotion
+            return Decision("wait", f"{running} running trial(s) may promote paused ones")
+        closed = _asha.close_paused(trials, tracker=self.tracker, checkpoints=self.checkpoints)
+        if closed:
+            log.info("closed %d paused trial(s) PRUNED at their rung: %s", len(closed), closed)
+        return decision
+
+    def _promote(self) -> bool:
+        """Under the lock: queue the continuation of a promotable paused trial (asha only)."""
+        if self.rungs is None or self.trials.ctx.checkpoints is None:
+            return False
+        trials = self.study.get_trials(deepcopy=False)
+        chosen = _asha.promotable(trials, self.rungs, maximize=self.space.objective.direction == "maximize")
+        if chosen is None:
+            return False
+        _asha.promote(self.study, chosen)
+        return True
 
     def _may_still_end(self, trial: optuna.trial.FrozenTrial) -> bool:
         """Whether a RUNNING trial will finish, or be failed and retried, without anyone's help."""
@@ -387,6 +416,12 @@ def open_checkpoints(space: SearchSpace, options: SweepOptions) -> CheckpointSto
     """This invocation's checkpoint store, refused (one line) before anything trains if it cannot be written."""
     choice = choose_store(flag=options.checkpoint_store, space=space, storage_url=options.storage or "")
     if choice.location is None:
+        if space.pruner.name == "asha":
+            raise ConfigError(
+                "the asha pruner pauses trials in their checkpoints: it needs a checkpoint store, not none",
+                source=space.source,
+                key="pruner.name",
+            )
         return None
     store = CheckpointStore(choice)
     store.check_writable()

@@ -31,6 +31,8 @@ from mnist_sweep.contract import (
     ATTR_PARAM_COUNT,
     ATTR_PARAMS,
     ATTR_PARAMS_KEY,
+    ATTR_PAUSED_AT,
+    ATTR_PROMOTION_OF,
     ATTR_RESUMED_FROM_EPOCH,
     ATTR_RETRY_HISTORY,
     ATTR_RUN_ID,
@@ -49,6 +51,7 @@ from mnist_sweep.contract import (
     SPLIT_VALIDATION,
     STATE_COMPLETE,
     STATE_FAIL,
+    STATE_PAUSED,
     STATE_PRUNED,
     STATE_RUNNING,
     TAG_CHECKPOINT_LOST,
@@ -61,6 +64,7 @@ from mnist_sweep.contract import (
     TAG_PRUNED_AT_EPOCH,
     TAG_REPEATS,
     TAG_RESUMED_FROM_EPOCH,
+    TAG_RUNG,
     TAG_SAMPLED,
     TAG_STATE,
     TAG_STUDY,
@@ -78,6 +82,7 @@ if TYPE_CHECKING:
     from mnist_sweep.config import SearchSpace
     from mnist_sweep.display import Progress, plots
     from mnist_sweep.model import Dataset, Params, TrainingState, TrainResult
+    from mnist_sweep.sweep._asha import Rungs
     from mnist_sweep.sweep._checkpoints import CheckpointStore
     from mnist_sweep.sweep._options import RepeatTrainer, Trainer
     from mnist_sweep.tracking import Tracker
@@ -129,6 +134,8 @@ class TrialContext:
     repeat_trainer: RepeatTrainer | None = None
     """Trains the seeds of ``repeats: k`` > 1 in lockstep (default: :func:`mnist_sweep.model.train_seeds`)."""
     checkpoints: CheckpointStore | None = None
+    rungs: Rungs | None = None
+    """asha: where trials pause (:mod:`~mnist_sweep.sweep._asha`)."""
 
 
 @dataclass(frozen=True)
@@ -167,17 +174,19 @@ class TrialLifecycle:
         self._checkpoint_key: str | None = None
         self._ended_here = False
         self._figures: plots.TrialFigures | None = None  # made on first use: matplotlib is imported then
+        self._paused_at: int | None = None
 
     def run(self, trial: optuna.Trial, params: Params) -> TrialOutcome:
         """Train (or reuse) ``trial`` and tell Optuna; KeyboardInterrupt and fatal errors propagate."""
         from mnist_sweep.model import model_summary
 
         self.ctx.progress.trial_started(trial.number, model_summary(params.given))
-        self._checkpoint_key, self._ended_here = None, False
+        self._checkpoint_key, self._ended_here, self._paused_at = None, False, None
         try:
             return self._run(trial, params)
         finally:
-            if self._checkpoint_key is not None and self._ended_here and self.ctx.checkpoints is not None:
+            done = self._ended_here and self._paused_at is None  # a paused trial keeps its checkpoint
+            if self._checkpoint_key is not None and done and self.ctx.checkpoints is not None:
                 self.ctx.checkpoints.remove(self._checkpoint_key)  # finished here: nobody resumes it
 
     def _run(self, trial: optuna.Trial, params: Params) -> TrialOutcome:
@@ -192,6 +201,9 @@ class TrialLifecycle:
                     if resume is not None:
                         self._continue(trial, run, resume)
                     value, note = self._reuse_or_train(trial, params, run, resume)
+                    if self._paused_at is not None:
+                        told = self._tell(trial, state=TrialState.PRUNED)
+                        return TrialOutcome(told, None, f"paused at epoch {self._paused_at} ({note or 'asha'})")
                 except optuna.TrialPruned:
                     told = self._tell(trial, state=TrialState.PRUNED)
                     raise
@@ -265,7 +277,8 @@ class TrialLifecycle:
         dead_run = inherited.get(ATTR_RUN_ID)
         frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
         history = frozen.system_attrs.get(ATTR_RETRY_HISTORY) or []
-        continues = int(history[-1]) if history else None
+        promoted = inherited.get(ATTR_PROMOTION_OF)
+        continues = int(history[-1]) if history else (int(promoted) if promoted is not None else None)
         try:
             state = ctx.checkpoints.load(key, params_key=params.key)
         except CheckpointUnusable as exc:
@@ -353,7 +366,7 @@ class TrialLifecycle:
     def _train(self, trial: optuna.Trial, params: Params, run: ResilientRun, resume: Resume | None = None) -> float:
         import optuna
 
-        from mnist_sweep.model import PruningCallback, TrialTimeout
+        from mnist_sweep.model import PruningCallback, StopAtEpoch, TrialTimeout
 
         ctx = self.ctx
         if ctx.space.repeats > 1:
@@ -361,6 +374,9 @@ class TrialLifecycle:
         metric = ctx.space.objective.metric
         epochs = int(params["epochs"])
         seed = ctx.space.seed + trial.number if resume is None else resume.state.seed
+        rungs = ctx.rungs if self._checkpointing else None  # no pause without a checkpoint to resume
+        stop = rungs.next_stop(resume.state.epochs_done if resume is not None else 0) if rungs is not None else None
+        extra_callbacks = [StopAtEpoch(stop)] if stop is not None and stop < epochs else []
 
         def on_epoch(epoch: int, record: Mapping[str, float]) -> None:
             run.log_metrics_async(record, step=epoch + 1)
@@ -376,7 +392,12 @@ class TrialLifecycle:
         try:
             try:
                 result = ctx.trainer(
-                    params, ctx.dataset, seed=seed, callbacks=[pruning, timeout], on_epoch=on_epoch, **extra
+                    params,
+                    ctx.dataset,
+                    seed=seed,
+                    callbacks=[pruning, timeout, *extra_callbacks],
+                    on_epoch=on_epoch,
+                    **extra,
                 )
             finally:
                 run.flush()  # every epoch stored in MLflow before the trial records its history or state
@@ -399,6 +420,11 @@ class TrialLifecycle:
         value = result.final(metric)
         if value is None or not math.isfinite(value):
             raise self._failed(trial, run, f"no finite {metric}")
+        if rungs is not None and stop is not None and stop < rungs.max_resource and result.epochs_trained == stop:
+            self._paused_at = stop  # asha: wait at this rung for a promotion, checkpoint kept
+            self._set_attr(trial, ATTR_PAUSED_AT, stop)
+            run.set_tags({TAG_STATE: STATE_PAUSED, TAG_RUNG: stop})
+            return value
         self._log_completed(trial, run, result, value)
         return value
 

@@ -1,0 +1,167 @@
+"""Promotion-based asynchronous successive halving (``pruner: {name: asha}``; Li et al., MLSys 2020).
+
+Rungs are epochs: ``min_resource``, ``min_resource * eta``, ... below ``max_resource``, then
+``max_resource``. A new configuration trains to the first rung and *pauses* there. Whenever a
+worker asks for work it first promotes a paused trial that is in the top ``1/eta`` of its rung
+(among every configuration that reached that rung) and not yet promoted, highest rung first; only
+when none can be promoted does it sample a new configuration.
+
+How a pause is stored (Optuna cannot update a finished trial): the paused trial is told PRUNED,
+with ``paused_at_epoch`` (its rung) set before ``tell`` and its checkpoint kept. A promotion adds
+a continuation trial (WAITING, same params and distributions, the paused trial's intermediate
+values, and user attributes naming the checkpoint, the MLflow run and ``promotion_of``: the paused
+trial). The next ``ask`` takes it; it resumes the checkpoint and reopens the same MLflow run, so
+one run spans all the rungs of a configuration. A paused trial counts as promoted once any trial
+names it in ``promotion_of``; promoting and asking happen under the study lock, so no paused
+trial is continued twice, with any number of workers.
+
+The budget counts configurations: continuations use none of it. When it is spent and no trial is
+running any more, paused trials that can never be promoted are closed: they stay PRUNED at their
+rung, their runs' ``mnist_sweep.state`` becomes PRUNED and their checkpoints are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mnist_sweep.contract import (
+    ATTR_CHECKPOINT,
+    ATTR_ENQUEUED,
+    ATTR_PARAMS_KEY,
+    ATTR_PAUSED_AT,
+    ATTR_PROMOTION_OF,
+    ATTR_RUN_ID,
+    STATE_PRUNED,
+    TAG_STATE,
+)
+from mnist_sweep.stores import describe
+
+if TYPE_CHECKING:
+    import optuna
+
+    from mnist_sweep.config import SearchSpace
+    from mnist_sweep.sweep._checkpoints import CheckpointStore
+    from mnist_sweep.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rungs:
+    """The epochs at which a configuration pauses; the last one completes it."""
+
+    min_resource: int
+    max_resource: int
+    reduction_factor: int
+
+    @property
+    def epochs(self) -> list[int]:
+        rungs, epoch = [], self.min_resource
+        while epoch < self.max_resource:
+            rungs.append(epoch)
+            epoch *= self.reduction_factor
+        return [*rungs, self.max_resource]
+
+    def next_stop(self, done: int) -> int:
+        """Where a trial that has trained ``done`` epochs stops next."""
+        return next(epoch for epoch in self.epochs if epoch > done)
+
+
+def rungs_of(space: SearchSpace) -> Rungs | None:
+    if space.pruner.name != "asha":
+        return None
+    options = space.pruner.options
+    return Rungs(
+        min_resource=int(options["min_resource"]),
+        max_resource=int(options["max_resource"]),
+        reduction_factor=int(options["reduction_factor"]),
+    )
+
+
+def continued(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    return {int(t.user_attrs[ATTR_PROMOTION_OF]) for t in trials if ATTR_PROMOTION_OF in t.user_attrs}
+
+
+def paused(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Paused trials not promoted yet."""
+    from optuna.trial import TrialState
+
+    taken = continued(trials)
+    return [
+        t for t in trials if t.state == TrialState.PRUNED and ATTR_PAUSED_AT in t.user_attrs and t.number not in taken
+    ]
+
+
+def promotable(
+    trials: Sequence[optuna.trial.FrozenTrial], rungs: Rungs, *, maximize: bool
+) -> optuna.trial.FrozenTrial | None:
+    """A paused trial in the top ``1/eta`` of its rung, from the highest rung down; None if there is none."""
+    waiting = paused(trials)
+    for epoch in reversed(rungs.epochs[:-1]):
+        here = [t for t in waiting if int(t.user_attrs[ATTR_PAUSED_AT]) == epoch]
+        if not here:
+            continue
+        best: dict[str, float] = {}  # one value per configuration that reached this rung
+        for t in trials:
+            value, key = t.intermediate_values.get(epoch), t.user_attrs.get(ATTR_PARAMS_KEY)
+            if value is None or key is None:
+                continue
+            if key not in best or (value > best[key] if maximize else value < best[key]):
+                best[key] = value
+        top = len(best) // rungs.reduction_factor
+        if top == 0:
+            continue
+        ranked = sorted(best, key=lambda k: best[k], reverse=maximize)[:top]
+        for t in here:
+            if t.user_attrs.get(ATTR_PARAMS_KEY) in ranked:
+                return t
+    return None
+
+
+def promote(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue the continuation of paused ``trial`` (hold the study lock, and ask before releasing it)."""
+    import optuna
+
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={
+                ATTR_CHECKPOINT: trial.user_attrs[ATTR_CHECKPOINT],
+                ATTR_RUN_ID: trial.user_attrs.get(ATTR_RUN_ID),
+                ATTR_PROMOTION_OF: trial.number,
+            },
+            system_attrs={ATTR_ENQUEUED: trial.params},
+            intermediate_values=trial.intermediate_values,
+        )
+    )
+    log.info("trial %d promoted from epoch %s", trial.number, trial.user_attrs[ATTR_PAUSED_AT])
+
+
+def close_paused(
+    trials: Sequence[optuna.trial.FrozenTrial], *, tracker: Tracker, checkpoints: CheckpointStore | None
+) -> list[int]:
+    """At the study's end: paused trials that will never be promoted are closed PRUNED at their rung."""
+    from mnist_sweep.tracking import RunHandle
+
+    closed = []
+    for t in paused(trials):
+        run_id = t.user_attrs.get(ATTR_RUN_ID)
+        if run_id and tracker.enabled:
+            try:
+                RunHandle(tracker.client, str(run_id), tracker.experiment_id).set_tags({TAG_STATE: STATE_PRUNED})
+            except Exception as exc:
+                log.warning("trial %d: could not tag its run PRUNED: %s", t.number, describe(exc))
+        if checkpoints is not None and ATTR_CHECKPOINT in t.user_attrs:
+            checkpoints.remove(str(t.user_attrs[ATTR_CHECKPOINT]))
+        closed.append(t.number)
+    return closed
+
+
+def configurations(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials the budget counts under asha: every trial but the continuations."""
+    return [t for t in trials if ATTR_PROMOTION_OF not in t.user_attrs]

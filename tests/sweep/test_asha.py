@@ -1,0 +1,76 @@
+"""asha end to end on tiny real data: pause at rungs, promote the top 1/eta, one run per configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mnist_sweep.config import load_space
+from mnist_sweep.sweep import SweepOptions, run_sweep
+from spaces import write_space
+
+N_CONFIGURATIONS, EPOCHS = 6, 4
+
+
+@pytest.mark.slow  # about 3 minutes on 2 busy cores
+def test_asha_pauses_promotes_and_closes(tmp_path: Path) -> None:
+    import optuna
+    from mlflow import MlflowClient
+
+    space_text = "  width: {type: categorical, choices: [8, 16, 24, 32, 48, 64]}\n"
+    path = write_space(
+        tmp_path, n_trials=N_CONFIGURATIONS, fixed=f"{{epochs: {EPOCHS}, batch_size: 64}}", space=space_text
+    )
+    path.write_text(
+        path.read_text().replace(
+            "pruner: {name: none}", "pruner: {name: asha, options: {min_resource: 1, reduction_factor: 2}}"
+        )
+    )
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SweepOptions(storage=storage, tracking_uri=tracking, quiet=True, log_models=False, system_metrics=False)
+    run_sweep(load_space(path), options)
+
+    every = optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
+    by_number = {t.number: t for t in every}
+    trials = [t for t in every if "resampled_duplicate_of" not in t.user_attrs]  # the sampler's repeats, closed
+    originals = [t for t in trials if "promotion_of" not in t.user_attrs]
+    continuations = [t for t in trials if "promotion_of" in t.user_attrs]
+    assert len(originals) == N_CONFIGURATIONS, "the budget counts configurations"
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), [t.state.name for t in trials]
+    assert continuations, "some paused trial was promoted"
+    promoted = [t.user_attrs["promotion_of"] for t in continuations]
+    assert len(set(promoted)) == len(promoted), "no paused trial is continued twice"
+    for t in continuations:
+        assert t.params == by_number[t.user_attrs["promotion_of"]].params
+        assert (
+            t.user_attrs["resumed_from_epoch"] == by_number[t.user_attrs["promotion_of"]].user_attrs["paused_at_epoch"]
+        )
+    # Rungs 1, 2, 4: with eta 2, at most half of each rung goes on.
+    at_two = [t for t in continuations if t.user_attrs["resumed_from_epoch"] == 1]
+    assert 1 <= len(at_two) <= N_CONFIGURATIONS // 2
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert complete and all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in complete)
+    trained = sum(
+        t.user_attrs.get("paused_at_epoch", EPOCHS) - t.user_attrs.get("resumed_from_epoch", 0) for t in trials
+    )
+    assert trained < N_CONFIGURATIONS * EPOCHS / 2, f"{trained} epochs trained"
+    assert list(Path("checkpoints").glob("*.npz")) == [], "closed and finished trials' checkpoints are deleted"
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=100)
+        if "mnist_sweep.trial_number" in r.data.tags
+    ]
+    assert len(runs) == N_CONFIGURATIONS, "one run per configuration spans all its rungs"
+    assert all(r.info.status == "FINISHED" for r in runs)
+    states = sorted(r.data.tags["mnist_sweep.state"] for r in runs)
+    assert set(states) == {"COMPLETE", "PRUNED"}, states  # paused ones were closed at the study's end
+    for r in runs:
+        steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy"))
+        assert steps == list(range(1, len(steps) + 1)), f"each epoch once: {steps}"
+        if r.data.tags["mnist_sweep.state"] == "COMPLETE":
+            assert steps == [1, 2, 3, 4]
