@@ -421,3 +421,10 @@ def test_answer_when_nothing_completed() -> None:
     assert answer_in_words(study) == (
         "No trial has completed yet (1 fail), so the study cannot answer its question yet. 1 failed (oom)."
     )
+
+
+def test_trials_table_shows_the_spread_over_seeds() -> None:
+    from mnist_sweep.app._report import _trials_table, read_study
+
+    table = _trials_table(read_study(seeded_study([0.970, 0.972, 0.971], [0.960, 0.962, 0.961])))
+    assert "0.9710 ± 0.0010 (3 seeds)" in table

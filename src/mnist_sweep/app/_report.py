@@ -820,7 +820,7 @@ def _trials_table(s: _Study) -> str:
             f'<td class="num">{t.number}</td>',
             f'<td><span class="state state-{e(t.state)}">{e(t.state)}</span></td>',
             *[f"<td>{e(_show(t.searched[p])) if p in t.searched else '-'}</td>" for p in searched],
-            f'<td class="num">{metric_text(t.value)}</td>',
+            f'<td class="num">{e(_value_text(t))}</td>',
         ]
         if extra_val:
             cells.append(f'<td class="num">{metric_text(t.final_val_accuracy)}</td>')
@@ -840,6 +840,13 @@ def _trials_table(s: _Study) -> str:
         f'<section id="trials"><h2>All trials</h2>{fixed_html}<div class="table-wrap"><table>'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div></section>"
     )
+
+
+def _value_text(t: _Trial) -> str:
+    """The objective, with its spread over seeds when the trial trained several (``repeats``)."""
+    if len(t.seed_values) < 2:
+        return metric_text(t.value)
+    return f"{metric_text(t.value)} ± {statistics.stdev(t.seed_values):.4f} ({len(t.seed_values)} seeds)"
 
 
 def _fixed_params(s: _Study) -> dict[str, Any]:
