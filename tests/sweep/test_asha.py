@@ -74,3 +74,42 @@ def test_asha_pauses_promotes_and_closes(tmp_path: Path) -> None:
         assert steps == list(range(1, len(steps) + 1)), f"each epoch once: {steps}"
         if r.data.tags["mnist_sweep.state"] == "COMPLETE":
             assert steps == [1, 2, 3, 4]
+
+
+def test_paused_trials_show_as_paused_until_promoted_or_closed(tmp_path: Path) -> None:
+    import optuna
+
+    from mnist_sweep.app._inspect import format_status, study_status
+    from mnist_sweep.sweep import _asha
+    from mnist_sweep.tracking import Tracker
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="p", storage=storage, direction="maximize")
+    dist = {"width": optuna.distributions.CategoricalDistribution([8, 16, 24])}
+    for number, width in enumerate([8, 16, 24]):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED,
+                params={"width": width},
+                distributions=dist,
+                intermediate_values={1: 0.1 * (number + 1)},
+                user_attrs={"paused_at_epoch": 1, "params_key": str(width), "checkpoint": f"c{number}"},
+            )
+        )
+    status = study_status("p", storage)
+    assert status.counts["PAUSED"] == 3 and status.counts["PRUNED"] == 0
+    assert "3 PAUSED" in format_status(status)
+    rungs = _asha.Rungs(min_resource=1, max_resource=4, reduction_factor=3)
+    trials = study.get_trials(deepcopy=False)
+    best = _asha.promotable(trials, rungs, maximize=True)
+    assert best is not None and best.number == 2, "the top 1/3 of rung 1: the best of three"
+    _asha.promote(study, best)
+    trials = study.get_trials(deepcopy=False)
+    assert _asha.promotable(trials, rungs, maximize=True) is None, "promoted once, and the others are not in the top"
+    continuation = trials[-1]
+    assert continuation.state.name == "WAITING" and continuation.user_attrs["promotion_of"] == 2
+    assert continuation.intermediate_values == best.intermediate_values, "the pruner sees the whole curve"
+    closed = _asha.close_paused(study, trials, tracker=Tracker(experiment="p", enabled=False), checkpoints=None)
+    assert closed == [0, 1]
+    status = study_status("p", storage)
+    assert status.counts.get("PAUSED", 0) == 0 and status.counts["PRUNED"] == 3

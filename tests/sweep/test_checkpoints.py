@@ -94,3 +94,43 @@ def test_run_refuses_an_unwritable_store_before_the_first_trial(tmp_path: Path) 
     assert error_line(done.stderr).startswith("error: --checkpoint-store: checkpoint store "), done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert not storage.exists(), "nothing half-written: no study before the store is known to work"
+
+
+@pytest.mark.slow  # a real two-epoch sweep: about a minute or two on 2 busy cores
+def test_a_corrupt_checkpoint_restarts_the_trial_in_a_new_run(tmp_path: Path) -> None:
+    import optuna
+    from mlflow import MlflowClient
+
+    from mnist_sweep.config import load_space
+    from mnist_sweep.sweep import SweepOptions, run_sweep
+    from spaces import write_space as write_tiny
+
+    space = load_space(write_tiny(tmp_path, n_trials=1))
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking)
+    dead_run = client.create_run(client.create_experiment("tiny")).info.run_id
+    client.set_terminated(dead_run, "FAILED")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "torn.npz").write_bytes(b"PK\x03\x04 not a whole file")
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    params = {"width": 16, "activation": "relu"}
+    distributions = {p.name: p.distribution for p in space.params}
+    study.add_trial(  # what a dead worker's retry looks like: its checkpoint and run inherited
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=params,
+            distributions=distributions,
+            user_attrs={"checkpoint": "torn.npz", "mlflow_run_id": dead_run},
+            system_attrs={"failed_trial": 0, "retry_history": [0]},
+        )
+    )
+    options = SweepOptions(storage=storage, tracking_uri=tracking, quiet=True, log_models=False, system_metrics=False)
+    result = run_sweep(space, options)
+    assert [t.state for t in result.trials] == ["COMPLETE"]
+    trial = optuna.load_study(study_name="tiny", storage=storage).trials[0]
+    assert "resumed_from_epoch" not in trial.user_attrs and len(trial.user_attrs["history"]) == 2
+    assert trial.user_attrs["mlflow_run_id"] != dead_run, "restarted in a new run"
+    dead = client.get_run(dead_run)
+    assert dead.info.status == "FAILED"
+    assert "corrupt" in dead.data.tags["mnist_sweep.checkpoint_lost"]
+    assert "restarts from epoch 0" in dead.data.tags["mnist_sweep.checkpoint_lost"]

@@ -30,7 +30,8 @@ from mnist_sweep.errors import NoCompleteTrial
 if TYPE_CHECKING:
     import optuna
 
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING", "PAUSED")
+"""PAUSED: trials the asha pruner paused at a rung, waiting for a promotion (Optuna holds them PRUNED)."""
 _TEST_METRICS = {"test_accuracy": ATTR_TEST_ACCURACY, "test_loss": ATTR_TEST_LOSS}  # shown name -> trial attribute
 
 
@@ -347,14 +348,19 @@ def duration(seconds: float) -> str:
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    from mnist_sweep.sweep._asha import closed_of, paused
+
+    counts = dict.fromkeys(STATES[:-1], 0)  # PAUSED only when some are (asha)
+    trials = study.get_trials(deepcopy=False)
+    waiting = {t.number for t in paused(trials, closed_of(study))}
+    for t in trials:
+        state = "PAUSED" if t.number in waiting else t.state.name
+        counts[state] = counts.get(state, 0) + 1
     return counts
 
 
 def _counts_text(counts: Mapping[str, int]) -> str:
-    shown = [s for s in STATES if counts.get(s) or s != "WAITING"]
+    shown = [s for s in STATES if counts.get(s) or s not in ("WAITING", "PAUSED")]
     return ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
 
 

@@ -23,11 +23,12 @@ rung, their runs' ``mnist_sweep.state`` becomes PRUNED and their checkpoints are
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mnist_sweep.contract import (
+    ATTR_ASHA_CLOSED,
     ATTR_CHECKPOINT,
     ATTR_ENQUEUED,
     ATTR_PARAMS_KEY,
@@ -85,21 +86,25 @@ def continued(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
     return {int(t.user_attrs[ATTR_PROMOTION_OF]) for t in trials if ATTR_PROMOTION_OF in t.user_attrs}
 
 
-def paused(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Paused trials not promoted yet."""
+def paused(trials: Sequence[optuna.trial.FrozenTrial], closed: Collection[int] = ()) -> list[optuna.trial.FrozenTrial]:
+    """Paused trials neither promoted nor closed yet (``closed``: the study's ``asha_closed`` attribute)."""
     from optuna.trial import TrialState
 
-    taken = continued(trials)
+    taken = continued(trials) | set(closed)
     return [
         t for t in trials if t.state == TrialState.PRUNED and ATTR_PAUSED_AT in t.user_attrs and t.number not in taken
     ]
 
 
+def closed_of(study: optuna.Study) -> list[int]:
+    return [int(n) for n in study.user_attrs.get(ATTR_ASHA_CLOSED, [])]
+
+
 def promotable(
-    trials: Sequence[optuna.trial.FrozenTrial], rungs: Rungs, *, maximize: bool
+    trials: Sequence[optuna.trial.FrozenTrial], rungs: Rungs, *, maximize: bool, closed: Collection[int] = ()
 ) -> optuna.trial.FrozenTrial | None:
     """A paused trial in the top ``1/eta`` of its rung, from the highest rung down; None if there is none."""
-    waiting = paused(trials)
+    waiting = paused(trials, closed)
     for epoch in reversed(rungs.epochs[:-1]):
         here = [t for t in waiting if int(t.user_attrs[ATTR_PAUSED_AT]) == epoch]
         if not here:
@@ -143,13 +148,21 @@ def promote(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 
 def close_paused(
-    trials: Sequence[optuna.trial.FrozenTrial], *, tracker: Tracker, checkpoints: CheckpointStore | None
+    study: optuna.Study,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    *,
+    tracker: Tracker,
+    checkpoints: CheckpointStore | None,
 ) -> list[int]:
-    """At the study's end: paused trials that will never be promoted are closed PRUNED at their rung."""
+    """At the study's end: paused trials that will never be promoted are closed PRUNED at their rung.
+
+    Hold the study lock: the numbers go into the study's ``asha_closed`` attribute.
+    """
     from mnist_sweep.tracking import RunHandle
 
+    before = closed_of(study)
     closed = []
-    for t in paused(trials):
+    for t in paused(trials, before):
         run_id = t.user_attrs.get(ATTR_RUN_ID)
         if run_id and tracker.enabled:
             try:
@@ -159,6 +172,8 @@ def close_paused(
         if checkpoints is not None and ATTR_CHECKPOINT in t.user_attrs:
             checkpoints.remove(str(t.user_attrs[ATTR_CHECKPOINT]))
         closed.append(t.number)
+    if closed:
+        study.set_user_attr(ATTR_ASHA_CLOSED, sorted({*before, *closed}))
     return closed
 
 

@@ -265,7 +265,7 @@ class _Sweep:
         timed_out = self.space.budget.timeout is not None and time.monotonic() - started >= self.space.budget.timeout
         if running and not timed_out:  # a trial still training may earn a paused one its promotion
             return Decision("wait", f"{running} running trial(s) may promote paused ones")
-        closed = _asha.close_paused(trials, tracker=self.tracker, checkpoints=self.checkpoints)
+        closed = _asha.close_paused(self.study, trials, tracker=self.tracker, checkpoints=self.checkpoints)
         if closed:
             log.info("closed %d paused trial(s) PRUNED at their rung: %s", len(closed), closed)
         return decision
@@ -275,7 +275,8 @@ class _Sweep:
         if self.rungs is None or self.trials.ctx.checkpoints is None:
             return False
         trials = self.study.get_trials(deepcopy=False)
-        chosen = _asha.promotable(trials, self.rungs, maximize=self.space.objective.direction == "maximize")
+        maximize = self.space.objective.direction == "maximize"
+        chosen = _asha.promotable(trials, self.rungs, maximize=maximize, closed=_asha.closed_of(self.study))
         if chosen is None:
             return False
         _asha.promote(self.study, chosen)

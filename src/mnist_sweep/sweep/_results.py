@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
+    ATTR_CONTINUES,
     ATTR_DUPLICATE_OF,
     ATTR_FAIL_REASON,
     ATTR_HISTORY,
     ATTR_PARAMS,
+    ATTR_PAUSED_AT,
     ATTR_RESAMPLED,
+    ATTR_RESUMED_FROM_EPOCH,
     ATTR_RETRY_HISTORY,
     ATTR_RUN_ID,
     ATTR_TEST_ACCURACY,
@@ -89,6 +92,11 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
                 note += f"; retried as trial {retried_as[t.number]}"
         elif not note and t.system_attrs.get(ATTR_RETRY_HISTORY):
             note = f"retry of trial {t.system_attrs[ATTR_RETRY_HISTORY][-1]}"
+        resumed = int(attrs.get(ATTR_RESUMED_FROM_EPOCH, 0))
+        if resumed and ATTR_CONTINUES in attrs:
+            note = f"continues trial {attrs[ATTR_CONTINUES]} after epoch {resumed}" + (f"; {note}" if note else "")
+        if ATTR_PAUSED_AT in attrs and t.state.name == "PRUNED":
+            note = f"asha: stopped at rung epoch {attrs[ATTR_PAUSED_AT]}" + (f"; {note}" if note else "")
         out.append(
             TrialSummary(
                 number=t.number,
@@ -97,7 +105,8 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
                 params=attrs.get(ATTR_PARAMS) or t.params,
                 run_id=attrs.get(ATTR_RUN_ID),
                 test_accuracy=attrs.get(ATTR_TEST_ACCURACY),
-                epochs=len(history) if history else len(t.intermediate_values),
+                # Epochs this trial trained: a continuation's history starts with the epochs it resumed.
+                epochs=(len(history) if history else len(t.intermediate_values)) - resumed,
                 seconds=seconds,
                 note=note,
             )
