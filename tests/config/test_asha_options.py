@@ -53,3 +53,11 @@ def test_a_sampled_epoch_count_is_refused(tmp_path: Path) -> None:
     path = _space(tmp_path, "{name: asha}", fixed="{optimizer: adam}", space=space)
     with pytest.raises(ConfigError, match=r"space\.epochs: the asha pruner needs a fixed `epochs`"):
         load_space(path)
+
+
+def test_repeated_seeds_are_refused(tmp_path: Path) -> None:
+    path = _space(tmp_path, "{name: asha}")
+    path.write_text(path.read_text() + "repeats: 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_space(path)
+    assert str(caught.value).startswith(f"{path}: repeats: the asha pruner"), caught.value

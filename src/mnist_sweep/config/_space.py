@@ -589,6 +589,10 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
         budget = self.budget(data["budget"], "budget")
         if pruner.name == "asha":
             pruner = self.asha(pruner, fixed, params)
+            if repeats > 1:
+                self.fail(
+                    "repeats", f"the asha pruner pauses one model per trial at its rungs; use repeats: 1, got {repeats}"
+                )
         checkpoint_store = data.get("checkpoint_store")
         if checkpoint_store is not None:
             checkpoint_store = self.string(checkpoint_store, "checkpoint_store")
