@@ -18,9 +18,10 @@ import keras
 import numpy as np
 
 from mnist_sweep.model import runtime
-from mnist_sweep.model._build import build_model
+from mnist_sweep.model._build import build_model, one_hot_targets
 from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._params import Params
+from mnist_sweep.model._schedules import schedule_callbacks
 from mnist_sweep.model._training import TrainResult, _EpochRecorder, _is_out_of_memory, choose_levers, targets
 
 log = logging.getLogger(__name__)
@@ -56,19 +57,21 @@ def train_seeds(
     models = []
     for seed in seeds:
         keras.utils.set_random_seed(seed)
-        models.append(build_model(checked, levers=levers))
+        models.append(build_model(checked, levers=levers, train_size=len(dataset.x_train)))
     results = [
         TrainResult(params=dict(checked.given), param_count=int(model.count_params()), levers=levers)
         for model in models
     ]
     recorders = [_EpochRecorder(None) for _ in models]
+    # Each seed's own schedule callbacks (plateau, warm-up), kept across its per-epoch fit calls.
+    schedules = [schedule_callbacks(values, train_size=len(dataset.x_train)) for _ in models]
     seconds = [0.0 for _ in models]
-    one_hot = values["loss"] != "sparse_categorical_crossentropy"
+    one_hot = one_hot_targets(checked)
     y_train = targets(dataset.y_train, one_hot=one_hot)
     validation = (dataset.x_val, targets(dataset.y_val, one_hot=one_hot))
     for epoch in range(int(values["epochs"])):
         fit = {"x": dataset.x_train, "y": y_train, "batch_size": values["batch_size"], "validation_data": validation}
-        if not _one_epoch(models, recorders, results, seeds, seconds, epoch, fit, callbacks):
+        if not _one_epoch(models, recorders, results, seeds, seconds, epoch, fit, callbacks, schedules):
             break
         if on_epoch is not None:
             on_epoch(epoch, [dict(recorder.history[-1]) for recorder in recorders])
@@ -93,13 +96,16 @@ def _one_epoch(
     epoch: int,
     fit: Mapping[str, Any],
     callbacks: Sequence[keras.callbacks.Callback],
+    schedules: Sequence[Sequence[keras.callbacks.Callback]],
 ) -> bool:
     """Epoch ``epoch`` of every model; False once one of them could not finish it."""
     for i, (model, recorder) in enumerate(zip(models, recorders, strict=True)):
         keras.utils.set_random_seed((seeds[i] + EPOCH_SEED_STRIDE * (epoch + 1)) % 2**32)
         started = time.perf_counter()
         try:
-            model.fit(**fit, initial_epoch=epoch, epochs=epoch + 1, callbacks=[recorder, *callbacks], verbose=0)
+            model.fit(
+                **fit, initial_epoch=epoch, epochs=epoch + 1, callbacks=[recorder, *schedules[i], *callbacks], verbose=0
+            )
         except Exception as exc:
             if not _is_out_of_memory(exc):
                 raise

@@ -93,6 +93,23 @@ class LinearWarmup(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = self.target * min(1.0, (step + 1) / self.steps)
 
 
+class KeptPlateau(keras.callbacks.ReduceLROnPlateau):
+    """``ReduceLROnPlateau`` whose patience survives several ``fit`` calls.
+
+    Keras resets the plateau's counters at every ``on_train_begin``; seeds trained in lockstep
+    (one ``fit`` per epoch) would then never lower the rate. This one resets only once.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._started = False
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if not self._started:
+            self._started = True
+            super().on_train_begin(logs)
+
+
 def schedule_callbacks(p: Mapping[str, Any], *, train_size: int | None = None) -> list[keras.callbacks.Callback]:
     """The callbacks ``train`` adds for ``p``'s schedule: none unless ``lr_schedule: plateau``."""
     if p["lr_schedule"] != "plateau":
@@ -102,7 +119,7 @@ def schedule_callbacks(p: Mapping[str, Any], *, train_size: int | None = None) -
     if p["warmup_epochs"]:
         callbacks.append(LinearWarmup(lr, p["warmup_epochs"] * steps_per_epoch(p, train_size)))
     callbacks.append(
-        keras.callbacks.ReduceLROnPlateau(
+        KeptPlateau(
             monitor="val_loss",
             factor=PLATEAU_FACTOR,
             patience=PLATEAU_PATIENCE,
