@@ -117,3 +117,33 @@ def test_trial_runs_log_each_split_as_an_mlflow_dataset_and_mlflow_source_tags(t
         assert tags["mlflow.source.name"] == f"mnist-sweep@{tags['mlflow.source.git.commit'][:7]}"
         assert tags["mlflow.source.type"] == "LOCAL"
     assert not [k for k in run.data.metrics if k.startswith("system/")]  # --no-system-metrics
+
+
+def test_a_trial_another_worker_closed_as_stale_is_let_go_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """A worker whose trial another worker's heartbeat check closed (FAIL) mid-training carries on."""
+    import optuna
+    from mlflow import MlflowClient
+    from optuna.trial import TrialState
+
+    space = load_space(write_space(tmp_path, n_trials=2, sampler="grid"))
+    opts = options(tmp_path, log_models=False)
+    inner = fake_trainer([])
+    closed: list[int] = []
+
+    def trainer(params: Any, dataset: Any, **kw: Any) -> Any:
+        if not closed:  # the first trial: another worker takes it for lost while it trains
+            storage = optuna.storages.RDBStorage(opts.storage or "")
+            study_id = storage.get_study_id_from_name(space.study_name)
+            running = [t for t in storage.get_all_trials(study_id) if t.state == TrialState.RUNNING]
+            storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+            closed.append(running[0].number)
+            storage.remove_session()
+        return inner(params, dataset, **kw)
+
+    result = run_sweep(space, opts, trainer=trainer)
+    states = {t.number: t.state for t in result.trials}
+    assert states[closed[0]] == "FAIL", states
+    assert list(states.values()).count("COMPLETE") == 2, states
+    client = MlflowClient(opts.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(space.study_name).experiment_id])
+    assert runs and all(r.info.status != "RUNNING" for r in runs)

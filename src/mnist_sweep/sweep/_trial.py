@@ -259,7 +259,14 @@ class TrialLifecycle:
             yield run
 
     def _set_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
-        self.ctx.calls.storage(lambda: trial.set_user_attr(key, value))
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.ctx.calls.storage(lambda: trial.set_user_attr(key, value))
+        except UpdateFinishedTrialError:
+            # Another worker's heartbeat check closed this trial as lost while this one ran it
+            # (its retry runs there): let it go; ``_tell`` says so once and the sweep goes on.
+            log.debug("trial %d is closed already: %s not recorded", trial.number, key)
 
     # --- resuming a dead trial from its checkpoint -------------------------------------
 
