@@ -15,14 +15,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 
 from mnist_sweep.model import runtime
 from mnist_sweep.model._build import build_model, one_hot_targets
 from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._params import Params
 from mnist_sweep.model._schedules import schedule_callbacks
-from mnist_sweep.model._training import TrainResult, _EpochRecorder, _is_out_of_memory, choose_levers, targets
+from mnist_sweep.model._training import (
+    TrainResult,
+    _EpochRecorder,
+    _is_out_of_memory,
+    choose_levers,
+    evaluate_on_test,
+    targets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ def train_seeds(
             result.status, result.failure = "failed", recorder.failure
         started = time.perf_counter()
         if result.ok and evaluate_test:
-            _evaluate(model, result, dataset, values, one_hot=one_hot)
+            evaluate_on_test(model, result, dataset, values, one_hot=one_hot)
         result.wall_seconds = seconds[i] + time.perf_counter() - started
         result.model = model if keep_model and result.ok else None
     return results
@@ -116,14 +122,3 @@ def _one_epoch(
         if recorder.failure or len(recorder.history) <= epoch or model.stop_training:
             return False
     return True
-
-
-def _evaluate(
-    model: keras.Model, result: TrainResult, dataset: Dataset, values: Mapping[str, Any], *, one_hot: bool
-) -> None:
-    outputs = model.predict(dataset.x_test, batch_size=max(values["batch_size"], 256), verbose=0)
-    loss = model.loss(targets(dataset.y_test, one_hot=one_hot), outputs)
-    result.test_loss = float(keras.ops.convert_to_numpy(loss))
-    probs = outputs if values["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
-    result.test_probabilities = np.asarray(probs, dtype=np.float32)
-    result.test_accuracy = float(np.mean(np.argmax(outputs, axis=1) == dataset.y_test))

@@ -198,17 +198,26 @@ def train(
     if result.ok and recorder.failure:
         result.status, result.failure = "failed", recorder.failure
     if result.ok and evaluate_test:
-        # One forward pass gives the test loss, the accuracy and the class probabilities the
-        # sweep draws its confusion matrix from (evaluate() and a second predict() cost two).
-        outputs = model.predict(dataset.x_test, batch_size=max(values["batch_size"], 256), verbose=0)
-        loss = model.loss(targets(dataset.y_test, one_hot=one_hot), outputs)
-        result.test_loss = float(keras.ops.convert_to_numpy(loss))
-        probs = outputs if values["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
-        result.test_probabilities = np.asarray(probs, dtype=np.float32)
-        result.test_accuracy = float(np.mean(np.argmax(outputs, axis=1) == dataset.y_test))
+        evaluate_on_test(model, result, dataset, values, one_hot=one_hot)
     result.wall_seconds = time.perf_counter() - started
     result.model = model if keep_model and result.ok else None
     return result
+
+
+def evaluate_on_test(
+    model: keras.Model, result: TrainResult, dataset: Dataset, values: Mapping[str, Any], *, one_hot: bool
+) -> None:
+    """Fill ``result``'s test loss, accuracy and class probabilities from one forward pass.
+
+    One pass gives all three (evaluate() and a second predict() cost two); the sweep draws its
+    confusion matrix from the probabilities.
+    """
+    outputs = model.predict(dataset.x_test, batch_size=max(values["batch_size"], 256), verbose=0)
+    loss = model.loss(targets(dataset.y_test, one_hot=one_hot), outputs)
+    result.test_loss = float(keras.ops.convert_to_numpy(loss))
+    probs = outputs if values["output"] == "softmax" else keras.ops.convert_to_numpy(keras.ops.softmax(outputs))
+    result.test_probabilities = np.asarray(probs, dtype=np.float32)
+    result.test_accuracy = float(np.mean(np.argmax(outputs, axis=1) == dataset.y_test))
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
