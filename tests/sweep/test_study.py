@@ -230,3 +230,31 @@ def test_trial_timeout_fails_the_trial_and_endless_failures_stop(tmp_path: Path)
     run = client(tmp_path).get_run(trials[0].run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["mnist_sweep.fail_reason"].startswith("trial timeout")
+
+
+def test_closing_a_grid_repeat_survives_the_grid_saying_it_is_spent() -> None:
+    """GridSampler calls study.stop() from after_trial when only a running point is left.
+
+    Two workers: one trains point X, the other finished every other point, then draws X again
+    (the grid re-offers running points once all are started). Closing that repeat must not
+    stop the worker with "Study.stop is supposed to be invoked inside an objective function".
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_sweep.sweep._study import tell
+
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1, 2]}, seed=0))
+    first = study.ask()
+    first.suggest_categorical("x", [1, 2])
+    second = study.ask()
+    second.suggest_categorical("x", [1, 2])
+    frozen, spent = tell(study, second, 0.5)
+    assert frozen.state == TrialState.COMPLETE and not spent
+    repeat = study.ask()  # every point started: the grid re-offers the running one
+    assert repeat.suggest_categorical("x", [1, 2]) == first.params["x"]
+    with pytest.raises(RuntimeError, match=r"Study\.stop"):  # what the engine met before
+        study.tell(study.ask(), state=TrialState.FAIL)
+    frozen, spent = tell(study, repeat, state=TrialState.FAIL)
+    assert frozen.state == TrialState.FAIL and spent
+    assert study.get_trials(deepcopy=False)[first.number].state == TrialState.RUNNING

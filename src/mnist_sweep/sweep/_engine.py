@@ -52,7 +52,7 @@ from mnist_sweep.sweep._options import RECYCLED, SweepOptions, Trainer, keras_tr
 from mnist_sweep.sweep._parent import Mode, ParentRun
 from mnist_sweep.sweep._recovery import TrialRecovery, Watchdog, end_dead_parents
 from mnist_sweep.sweep._results import SweepResult, finished_count, summarize
-from mnist_sweep.sweep._study import open_study, space_size
+from mnist_sweep.sweep._study import open_study, space_size, tell
 from mnist_sweep.sweep._trial import TrialContext, TrialLifecycle, record_params
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class _Sweep:
         if size is not None and len(seen) >= size:
             return False
         trial.set_user_attr(ATTR_RESAMPLED, seen[params.key])
-        self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        tell(self.study, trial, state=TrialState.FAIL)  # the grid may say it is spent: others still run
         log.info("trial %d repeats trial %d's params: closed, asking the sampler again", trial.number, seen[params.key])
         return True
 

@@ -157,3 +157,24 @@ def open_study(
         if attrs.get(key) != value:
             study.set_user_attr(key, value)
     return study, backend
+
+
+def tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    value: float | None = None,
+    *,
+    state: optuna.trial.TrialState | None = None,
+) -> tuple[optuna.trial.FrozenTrial, bool]:
+    """``study.tell`` (skipping a trial already finished); (the trial now, whether the grid is spent).
+
+    GridSampler calls ``study.stop()`` from ``after_trial`` once every point is taken, which
+    raises outside ``optimize()``; Optuna stores the trial's state before that, so the tell
+    happened and the worker only learns that the grid has nothing left.
+    """
+    try:
+        return study.tell(trial, value, state=state, skip_if_finished=True), False
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+        return study.get_trials(deepcopy=False)[trial.number], True

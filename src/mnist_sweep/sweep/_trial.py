@@ -75,6 +75,7 @@ from mnist_sweep.errors import CheckpointUnusable, MnistSweepError, TrialFailed,
 from mnist_sweep.stores import describe
 from mnist_sweep.sweep._calls import Calls, ResilientRun
 from mnist_sweep.sweep._checkpoints import checkpoint_id
+from mnist_sweep.sweep._study import tell
 
 if TYPE_CHECKING:
     import optuna
@@ -612,18 +613,12 @@ class TrialLifecycle:
 
         study = self.ctx.study
 
-        def tell() -> optuna.trial.FrozenTrial:
-            try:
-                return study.tell(trial, value, state=state, skip_if_finished=True)
-            except RuntimeError as exc:
-                # GridSampler calls study.stop() once every point is taken, which only works
-                # inside optimize(); the trial's state is written regardless.
-                if "Study.stop" not in str(exc):
-                    raise
-                self.grid_exhausted = True
-                return study.get_trials(deepcopy=False)[trial.number]
+        def told() -> optuna.trial.FrozenTrial:
+            frozen, exhausted = tell(study, trial, value, state=state)
+            self.grid_exhausted = self.grid_exhausted or exhausted
+            return frozen
 
-        frozen = self.ctx.calls.storage(tell)
+        frozen = self.ctx.calls.storage(told)
         self.ctx.on_told()
         self._ended_here = frozen.state == (state or TrialState.COMPLETE)
         if frozen.state != (state or TrialState.COMPLETE):
