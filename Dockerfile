@@ -37,9 +37,10 @@ RUN pip install --no-deps .
 COPY search_spaces ./search_spaces
 COPY sweeps ./sweeps
 
-# /mlartifacts: the tracking server's artifact store; a fresh named volume copies this owner.
+# /mlartifacts: the tracking server's artifact store; /checkpoints: the workers' shared checkpoint
+# store. A fresh named volume copies this owner.
 RUN useradd --create-home --uid 1000 sweep \
-    && install -d -o sweep -g sweep /mlartifacts
+    && install -d -o sweep -g sweep /mlartifacts /checkpoints
 USER sweep
 
 ENTRYPOINT ["mnist-sweep"]

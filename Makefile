@@ -16,7 +16,7 @@ endif
 # test libraries), compiled from pyproject.toml's ranges by `make lock`.
 PIP_COMPILE = $(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --upgrade
 
-.PHONY: install dev lock checkov system-deps browser-deps run test test-all test-browser lint format bench clean
+.PHONY: install dev lock checkov system-deps browser-deps run test test-slow test-all test-browser lint format bench clean
 
 # uv installs the locked versions about 3x faster than pip (BENCHMARKS.md); pip only bootstraps it.
 UV_VERSION := 0.13.8
@@ -50,17 +50,23 @@ $(CHECKOV_VENV)/.installed: pyproject.toml requirements-checkov.txt | $(BIN)/uv
 	$(BIN)/uv pip install -q --python $(CHECKOV_VENV)/bin/python -r requirements-checkov.txt
 	touch $@
 
+# Installs Debian packages when root: finishes a dpkg run that an earlier, interrupted install left
+# half-done (apt-get refuses to start otherwise), then tries the install a second time if the first fails.
+APT_INSTALL = { dpkg --configure -a >/dev/null 2>&1 || true; \
+  for try in 1 2; do apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) && break; \
+  [ $$try = 2 ] && exit 1; dpkg --configure -a || true; sleep 5; done; }
+
 # Debian packages the tests use: docker-compose v1 (a second compose validator; no engine needed)
 # and the PostgreSQL server binaries (the postgres tests start a throwaway cluster with initdb and
 # pg_ctl; not needed when $$MNIST_SWEEP_TEST_POSTGRES names a server).
 system-deps:
 	@[ -n "$$MNIST_SWEEP_TEST_POSTGRES" ] || command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	    $(call APT_INSTALL,--no-install-recommends postgresql); \
 	  else echo "warning: the PostgreSQL server is missing (sudo apt-get install postgresql); the postgres tests will fail"; fi; }
 	@command -v docker-compose >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \
+	    $(call APT_INSTALL,--no-install-recommends docker-compose); \
 	  else echo "warning: docker-compose is missing (apt-get install docker-compose); tests/test_compose.py will fail"; fi; }
 
 # Debian's Chromium for the real-browser tests (Playwright drives /usr/bin/chromium; its own
@@ -68,7 +74,7 @@ system-deps:
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	    $(call APT_INSTALL,chromium); \
 	  else echo "warning: chromium is missing (apt-get install chromium); the browser tests will fail"; fi; }
 
 install: $(BIN)/.installed
@@ -91,6 +97,11 @@ format: dev
 
 test: lint system-deps checkov
 	$(BIN)/pytest
+
+# The slow engine tests: real processes killed and resumed, several workers, asha end to end (CI runs these
+# too); the full-data accuracy reproductions are left to test-all.
+test-slow: dev system-deps
+	$(BIN)/pytest -m "slow and not full_data and not gpu and not browser"
 
 test-all: lint system-deps browser-deps checkov
 	$(BIN)/pytest -m "" --timeout 3600

@@ -13,11 +13,16 @@ sampled sequences part ways after the first pruning; that is part of what is mea
 
     .venv/bin/python bench/pruning.py [--trials 20] [--epochs 8] [--limit 10000] [--seeds 0 1]
     .venv/bin/python bench/pruning.py --quick
+    .venv/bin/python bench/pruning.py --pruners asha asha:bootstrap_count=6,reduction_factor=3
+
+A pruner name may carry option overrides after a colon (``name:key=value,key=value``), so
+variants of one pruner are compared in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,11 @@ EPOCH_GOAL = 3.0
 GOALS = {"asha": 3.5}  # issue 11's goal for the pausing pruner
 BEST_TOLERANCE = 0.003  # 0.3 points of validation accuracy
 TPE_STARTUP = 5
+
+
+def slug(variant: str) -> str:
+    """A variant's name as a study and folder name (``asha:bootstrap_count=6`` -> ``asha-bootstrap_count-6``)."""
+    return re.sub(r"[^A-Za-z0-9_]+", "-", variant)
 
 
 def pruner_settings(epochs: int) -> dict[str, dict[str, Any]]:
@@ -72,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         "--pruners",
         nargs="+",
         default=["successive_halving"],
-        choices=["successive_halving", "median", "percentile", "hyperband", "asha"],
-        help="pruners compared with none (default: successive_halving)",
+        metavar="PRUNER[:KEY=VALUE,...]",
+        help="pruners compared with none (default: successive_halving); one of successive_halving, median, "
+        "percentile, hyperband, asha, each with optional option overrides",
     )
     parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding mnist/ (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: 6 trials x 3 epochs, limit 1000, seed 0")
@@ -84,11 +95,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials and --epochs must be at least 1")
     limit = args.limit or None
     settings = pruner_settings(args.epochs)
+    for variant in args.pruners:
+        base, _, overrides = variant.partition(":")
+        if base not in settings or base == "none":
+            parser.error(f"unknown pruner {base!r} in {variant!r}")
+        options = dict(settings[base].get("options", {}))
+        for pair in filter(None, overrides.split(",")):
+            key, _, value = pair.partition("=")
+            if not value:
+                parser.error(f"{variant!r}: an override is key=value, got {pair!r}")
+            options[key] = float(value) if "." in value else int(value)
+        settings[variant] = {"name": base, "options": options}
     variants = ["none", *args.pruners]
 
     def space(seed: int, pruner: str) -> Any:
         return make_space(
-            f"pruning-{pruner}-seed{seed}",
+            f"pruning-{slug(pruner)}-seed{seed}",
             space={
                 "learning_rate": {"type": "float", "low": 1.0e-5, "high": 1.0e-1, "log": True},
                 "width": {"type": "categorical", "choices": [32, 64, 128, 256, 512]},
@@ -120,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             order = variants if position % 2 == 0 else list(reversed(variants))
             for name in order:
                 run, _ = run_timed(
-                    f"{name}-{seed}", space(seed, name), root=Path(tmp), data_dir=args.data_dir, tracking=False
+                    f"{slug(name)}-{seed}", space(seed, name), root=Path(tmp), data_dir=args.data_dir, tracking=False
                 )
                 runs[seed, name] = run
                 states = run.states()
@@ -146,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             delta = None if run.best is None or base.best is None else 100 * (run.best - base.best)
             met = "-"
             if name != "none":
-                ok = ratio >= GOALS.get(name, EPOCH_GOAL) and delta is not None and delta >= -100 * BEST_TOLERANCE
+                goal = GOALS.get(name.partition(":")[0], EPOCH_GOAL)
+                ok = ratio >= goal and delta is not None and delta >= -100 * BEST_TOLERANCE
                 verdicts[name].append(ok)
                 met = "met" if ok else "NOT met"
             states = run.states()

@@ -65,6 +65,9 @@ ATTR_PROMOTION_OF: Final = "promotion_of"
 """On an asha continuation trial: the number of the paused trial it continues to the next rung."""
 ATTR_CONTINUES: Final = "continues_trial"
 """On a trial that continued a dead one's checkpoint: the number of the trial it continued."""
+ATTR_WARM_CHECKPOINT: Final = "warm_start_checkpoint"
+"""On an enqueued warm-start trial: the kept checkpoint of an earlier study's trial with the same params, which it
+continues (into a checkpoint and a run of its own) instead of training again."""
 
 # --------------------------------------------------------------------------- Optuna study user attributes
 
@@ -157,6 +160,8 @@ TAG_RESUMED_FROM_EPOCH: Final = "mnist_sweep.resumed_from_epoch"
 """On a trial run reopened by the trial that continued it from its checkpoint: the epoch it continued after."""
 TAG_CONTINUES_TRIAL: Final = "mnist_sweep.continues_trial"
 """On a reopened trial run: the dead trial whose epochs it holds too (``trial_number`` is now the continuing one)."""
+TAG_WARM_CHECKPOINT: Final = "mnist_sweep.warm_start_checkpoint"
+"""On a warm-start trial's run: the earlier study's checkpoint it continued (its epochs are logged in this run too)."""
 TAG_CHECKPOINT_LOST: Final = "mnist_sweep.checkpoint_lost"
 """On a dead trial's run whose checkpoint could not be used: why (the trial restarted from epoch 0 in a new run)."""
 TAG_BEST_TRIAL: Final = "mnist_sweep.best_trial"

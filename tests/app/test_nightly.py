@@ -455,6 +455,12 @@ def test_nights_warm_start_promote_only_when_better_and_rerun_changes_nothing(tm
         for t in ranked
         if t.params != champion_params
     ][:1]
+    # Night 1 kept its top-2 checkpoints; night 2's warm start names the one of the trial it replays, but
+    # tonight's fixed params differ (WORSE), so the trial trained anew rather than continue another model.
+    other = next(t for t in ranked if t.params != champion_params)
+    assert trials[1].user_attrs["warm_start_checkpoint"] == other.user_attrs["checkpoint"]
+    assert "resumed_from_epoch" not in trials[1].user_attrs and trials[1].state.name == "COMPLETE"
+    assert "warm_start_checkpoint" not in trials[0].user_attrs, "the champion's params come without a checkpoint"
     decision = second.studies[0].promotion
     assert decision["decision"] == "rejected" and not decision["promoted"]
     assert decision["candidate_score"] <= decision["champion_score"]

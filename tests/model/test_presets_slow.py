@@ -50,6 +50,7 @@ def test_every_lecture_preset_has_a_claim_its_reference_states() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.full_data
 @pytest.mark.parametrize("name", list(CLAIMS))
 def test_lecture_preset_reproduces_its_claim(name: str, tmp_path: Path) -> None:
     claim = CLAIMS[name]

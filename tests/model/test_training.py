@@ -212,6 +212,7 @@ def test_memory_stays_roughly_flat(tiny_mnist: Dataset) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.full_data
 def test_dense_512_on_full_mnist_reaches_the_tutorial_accuracy(data_dir: Any) -> None:
     dataset = load_dataset("mnist", data_dir=data_dir)
     result = train(get_preset("dense-512").params, dataset, keep_model=False)

@@ -99,10 +99,18 @@ def test_paused_trials_show_as_paused_until_promoted_or_closed(tmp_path: Path) -
     status = study_status("p", storage)
     assert status.counts["PAUSED"] == 3 and status.counts["PRUNED"] == 0
     assert "3 PAUSED" in format_status(status)
+    from mnist_sweep.app._report import answer_in_words, read_study
+
+    assert [t.state for t in read_study(study).trials] == ["PAUSED"] * 3
+    assert "3 are paused at a rung, waiting for a promotion" in answer_in_words(study)
     rungs = _asha.Rungs(min_resource=1, max_resource=4, reduction_factor=3)
     trials = study.get_trials(deepcopy=False)
     best = _asha.promotable(trials, rungs, maximize=True)
     assert best is not None and best.number == 2, "the top 1/3 of rung 1: the best of three"
+    patient = _asha.Rungs(min_resource=1, max_resource=4, reduction_factor=3, bootstrap_count=4)
+    assert _asha.promotable(trials, patient, maximize=True) is None, "3 configurations at rung 1, bootstrap 4"
+    last = _asha.promotable(trials, patient, maximize=True, sampling_done=True)
+    assert last is not None and last.number == 2, "no new configuration will come: the rung promotes as it is"
     _asha.promote(study, best)
     trials = study.get_trials(deepcopy=False)
     assert _asha.promotable(trials, rungs, maximize=True) is None, "promoted once, and the others are not in the top"
@@ -113,3 +121,5 @@ def test_paused_trials_show_as_paused_until_promoted_or_closed(tmp_path: Path) -
     assert closed == [0, 1]
     status = study_status("p", storage)
     assert status.counts.get("PAUSED", 0) == 0 and status.counts["PRUNED"] == 3
+    assert [t.state for t in read_study(study).trials] == ["PRUNED"] * 3 + ["WAITING"]
+    assert "paused" not in answer_in_words(study)

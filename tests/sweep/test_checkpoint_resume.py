@@ -176,3 +176,68 @@ def test_killed_worker_trial_continues_in_the_other_worker_on_postgresql(tmp_pat
             _assert_continued(backend, "resumed", tracking_db, killed, killed_ms, n_trials=2)
         finally:
             backend.engine.dispose()
+
+
+def test_a_kept_checkpoint_warm_starts_a_later_study_without_training_again(tmp_path: Path) -> None:
+    """keep_checkpoints keeps the best trials' checkpoints; a later study's warm-start trial with the same
+    params continues one (no epoch trained again) in a run of its own, with the whole curve."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from mnist_sweep.config import load_space
+    from mnist_sweep.contract import ATTR_CHECKPOINT, ATTR_WARM_CHECKPOINT
+    from mnist_sweep.model import train
+    from mnist_sweep.sweep import SweepOptions, run_sweep
+    from spaces import write_space as write_tiny
+
+    store = tmp_path / "ckpt"
+
+    def options(**kw: Any) -> SweepOptions:
+        return SweepOptions(
+            storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            checkpoint_store=str(store),
+            quiet=True,
+            log_models=False,
+            **kw,
+        )
+
+    epochs: list[int] = []
+
+    def counting(params: Any, dataset: Any, *, checkpoint: Any = None, resume: Any = None, **kw: Any) -> Any:
+        given = kw.pop("on_epoch")
+
+        def on_epoch(epoch: int, record: Any) -> None:
+            epochs.append(epoch + 1)
+            given(epoch, record)
+
+        return train(params, dataset, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume, **kw)
+
+    first = load_space(write_tiny(tmp_path, n_trials=2, sampler="grid"))
+    done = run_sweep(first, options(keep_checkpoints=1), trainer=counting)
+    assert [t.state for t in done.trials] == ["COMPLETE"] * 2 and len(epochs) == 4
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    best = study.best_trial
+    kept = best.user_attrs[ATTR_CHECKPOINT]
+    assert sorted(p.name for p in store.iterdir()) == [kept], "only the best trial's checkpoint is kept"
+
+    later = first.with_overrides(study_name="later", n_trials=1)
+    target = optuna.create_study(
+        study_name="later", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize"
+    )
+    target.enqueue_trial(best.params, user_attrs={ATTR_WARM_CHECKPOINT: kept})
+    epochs.clear()
+    warm = run_sweep(later, options(), trainer=counting)
+    assert epochs == [], "no epoch trained again"
+    trial = optuna.load_study(study_name="later", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[0]
+    assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(best.value)
+    assert trial.user_attrs["resumed_from_epoch"] == 2
+    assert trial.user_attrs["test_accuracy"] == pytest.approx(best.user_attrs["test_accuracy"]), "the same weights"
+    assert trial.intermediate_values == best.intermediate_values, "the pruner saw the whole curve"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(warm.trials[0].run_id or "")
+    assert run.info.run_id != best.user_attrs["mlflow_run_id"], "a run of its own"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert run.data.tags["mnist_sweep.warm_start_checkpoint"] == kept
+    assert (store / kept).is_file(), "the earlier study's kept checkpoint is left as it was"
+    assert len(list(store.iterdir())) == 1, "the warm-start trial's own checkpoint went when it finished"

@@ -134,3 +134,42 @@ def test_a_corrupt_checkpoint_restarts_the_trial_in_a_new_run(tmp_path: Path) ->
     assert dead.info.status == "FAILED"
     assert "corrupt" in dead.data.tags["mnist_sweep.checkpoint_lost"]
     assert "restarts from epoch 0" in dead.data.tags["mnist_sweep.checkpoint_lost"]
+
+
+def test_a_dead_trial_out_of_retries_loses_its_checkpoint_one_with_retries_keeps_it(tmp_path: Path) -> None:
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from mnist_sweep.contract import ATTR_CHECKPOINT, ATTR_RETRY_HISTORY
+    from mnist_sweep.sweep._recovery import TrialRecovery
+
+    store = CheckpointStore(StoreChoice(str(tmp_path / "ckpt")))
+    store.check_writable()
+    recovery = TrialRecovery(max_retry=2)
+    recovery.checkpoints = store
+    study = optuna.create_study()
+
+    def dead(number: int, history: list[int]) -> optuna.trial.FrozenTrial:
+        key = checkpoint_id("s", number)
+        store.save(key, _state(), params_key="k")
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.FAIL,
+                params={"x": 0.5},
+                distributions={"x": FloatDistribution(0, 1)},
+                user_attrs={ATTR_CHECKPOINT: key},
+                system_attrs={ATTR_RETRY_HISTORY: history, "failed_trial": 0} if history else {},
+            )
+        )
+        return study.trials[-1]
+
+    first = dead(0, [])
+    recovery.handle(study, first, reason="killed", status="FAILED")
+    assert (tmp_path / "ckpt" / checkpoint_id("s", 0)).is_file(), "its retry resumes the checkpoint"
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+    last = dead(5, [0, 1])  # the original and one retry died before: this was the second (last) retry
+    recovery.handle(study, last, reason="killed", status="FAILED")
+    assert not (tmp_path / "ckpt" / checkpoint_id("s", 5)).exists(), "nobody will resume it"
+    assert len(study.trials) == 3, "not queued again"

@@ -53,6 +53,7 @@ def test_visible_gpus_reads_cuda_visible_devices_then_nvidia_smi(
     assert visible_gpus({}) == []
 
 
+@pytest.mark.slow
 def test_supervisor_pins_each_worker_with_cuda_visible_devices(tmp_path: Path) -> None:
     """Two real worker processes, told there are GPUs 4 and 7: each trains with one of them visible."""
     import optuna

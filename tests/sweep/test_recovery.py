@@ -97,6 +97,7 @@ def kill_then_rerun(tmp_path: Path, storage: str, env: dict[str, str]) -> None:
     assert how in killed_run.data.tags["mnist_sweep.fail_reason"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_on_sqlite_leaves_nothing_running(tmp_path: Path) -> None:
     kill_then_rerun(tmp_path, f"sqlite:///{tmp_path / 'optuna.db'}", cli_env())
 

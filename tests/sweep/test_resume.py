@@ -93,6 +93,7 @@ def test_space_size() -> None:
     assert size(CONTINUOUS) is None
 
 
+@pytest.mark.slow
 def test_two_workers_started_together_draw_distinct_first_trials(tmp_path: Path) -> None:
     import optuna
 

@@ -102,6 +102,7 @@ def states(study: Any) -> list[str]:
 # --------------------------------------------------------------------------- PostgreSQL + tracking server
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_workers_share_one_study_on_postgresql(tmp_path: Path, pg_storage: str, tracking_server: str) -> None:
     path = write_space(tmp_path, study="shared", n_trials=6)
@@ -346,6 +347,7 @@ def test_closed_port_gives_bounded_retry_then_one_clear_line(tmp_path: Path) -> 
 # --------------------------------------------------------------------------- one machine, no database
 
 
+@pytest.mark.slow
 def test_journal_file_lets_two_workers_share_a_study(tmp_path: Path) -> None:
     journal = tmp_path / "study.log"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 from mnist_sweep.app._nightly_report import NightlyResult, NightStudy
 from mnist_sweep.config import NightlyConfig, PromotionPolicy, SearchSpace, can_sample, night_study_name
 from mnist_sweep.contract import (
+    ATTR_CHECKPOINT,
     ATTR_HISTORY,
     ATTR_NIGHTLY_DATE,
     ATTR_NIGHTLY_JOB,
     ATTR_NIGHTLY_WARM_START,
     ATTR_TEST_ACCURACY,
+    ATTR_WARM_CHECKPOINT,
     ATTR_WARM_START_SOURCE,
 )
 from mnist_sweep.model import PER_LAYER_WIDTH
@@ -78,29 +80,38 @@ def warm_start(
     """Enqueue the champion's params and the previous night's top-k of ``space`` into ``study``.
 
     Returns what was enqueued. Only new night studies get here, and ``skip_if_exists``
-    keeps a resumed one from running the same params twice.
+    keeps a resumed one from running the same params twice. A previous night's trial whose
+    checkpoint was kept (the nightly job keeps its top-k) is continued from that checkpoint
+    instead of trained again, when tonight's params and data are the ones it was trained on
+    (checked when the trial starts; otherwise it trains from epoch 0).
     """
-    candidates: list[tuple[str, Mapping[str, Any]]] = []
+    candidates: list[tuple[str, Mapping[str, Any], str | None]] = []
     if config.warm_start.champion:
         champion = champion_params(tracking_uri, config.promotion, dataset=space.dataset)
         if champion is not None:
             version, params = champion
-            candidates.append((f"{config.promotion.model_name} version {version} (@{config.promotion.alias})", params))
+            source = f"{config.promotion.model_name} version {version} (@{config.promotion.alias})"
+            candidates.append((source, params, None))
     k = config.warm_start.previous_top_k
     if k:
         previous = _previous_night_study(storage, config.name, space, night)
         if previous is not None:
             for rank, trial in enumerate(top_trials(previous, k), start=1):
-                candidates.append((f"{previous.study_name} #{rank} (trial {trial.number})", trial.params))
+                kept = trial.user_attrs.get(ATTR_CHECKPOINT)
+                source = f"{previous.study_name} #{rank} (trial {trial.number})"
+                candidates.append((source, trial.params, kept if isinstance(kept, str) else None))
     enqueued: list[dict[str, Any]] = []
     seen: list[dict[str, Any]] = []
-    for source, wanted in candidates:
+    for source, wanted, checkpoint in candidates:
         sampled = sampled_params(space, wanted)
         if not sampled or sampled in seen:
             continue
         seen.append(sampled)
-        study.enqueue_trial(sampled, user_attrs={ATTR_WARM_START_SOURCE: source}, skip_if_exists=True)
-        enqueued.append({"source": source, "params": sampled})
+        attrs: dict[str, Any] = {ATTR_WARM_START_SOURCE: source}
+        if checkpoint is not None and sampled == dict(wanted):  # nothing of it was left to the sampler
+            attrs[ATTR_WARM_CHECKPOINT] = checkpoint
+        study.enqueue_trial(sampled, user_attrs=attrs, skip_if_exists=True)
+        enqueued.append({"source": source, "params": sampled, **({"checkpoint": checkpoint} if len(attrs) > 1 else {})})
     return enqueued
 
 

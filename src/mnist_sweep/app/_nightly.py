@@ -316,6 +316,8 @@ class _Night:
                     data_dir=self.options.data_dir,
                     quiet=self.options.quiet,
                     parent_run_id=study_run or None,
+                    # Tomorrow's warm start continues these instead of training them again.
+                    keep_checkpoints=self.config.warm_start.previous_top_k,
                 ),
             )
             entry.trials_run = swept.trials_run

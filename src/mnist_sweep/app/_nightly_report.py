@@ -185,7 +185,11 @@ def report_markdown(result: NightlyResult, *, policy: PromotionPolicy, metric: s
     warm = [(s, item) for s in result.studies for item in s.warm_start]
     if warm:
         lines += ["", "## Warm start", ""]
-        lines += [f"- `{s.study_name}`: {item['source']}: `{json.dumps(item['params'])}`" for s, item in warm]
+        lines += [
+            f"- `{s.study_name}`: {item['source']}: `{json.dumps(item['params'])}`"
+            + (" (continues its kept checkpoint)" if item.get("checkpoint") else "")
+            for s, item in warm
+        ]
     lines.append("")
     for name in images:
         lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})", ""]

@@ -32,6 +32,7 @@ from mnist_sweep.contract import (
     ATTR_QUESTION,
     ATTR_SEED_VALUES,
     ATTR_SPACE_FILE,
+    STATE_PAUSED,
 )
 from mnist_sweep.display import PAGE_CSS, figure_html
 from mnist_sweep.errors import MnistSweepError
@@ -138,8 +139,11 @@ def read_study(study: optuna.Study) -> _Study:
     from optuna.distributions import CategoricalDistribution
 
     from mnist_sweep.sweep import summarize
+    from mnist_sweep.sweep._asha import closed_of, paused
 
     summaries: dict[int, TrialSummary] = {s.number: s for s in summarize(study)}
+    # asha: a paused trial waiting for a promotion is PRUNED in Optuna; the report calls it PAUSED.
+    waiting = {t.number for t in paused(study.get_trials(deepcopy=False), closed_of(study))}
     trials = []
     categorical: dict[str, tuple[Any, ...]] = {}
     numeric: dict[str, Any] = {}
@@ -155,7 +159,7 @@ def read_study(study: optuna.Study) -> _Study:
         trials.append(
             _Trial(
                 number=frozen.number,
-                state=frozen.state.name,
+                state=STATE_PAUSED if frozen.number in waiting else frozen.state.name,
                 value=frozen.value if frozen.state == optuna.trial.TrialState.COMPLETE else None,
                 searched=dict(frozen.params),
                 params=dict(summary.params),
@@ -435,12 +439,14 @@ def _numeric_sentence(s: _Study, param: str) -> str:
 
 def _failures(s: _Study) -> list[str]:
     counts = s.counts()
-    pruned, failed = counts.get("PRUNED", 0), counts.get("FAIL", 0)
-    if not pruned and not failed:
+    pruned, failed, waiting = counts.get("PRUNED", 0), counts.get("FAIL", 0), counts.get(STATE_PAUSED, 0)
+    if not pruned and not failed and not waiting:
         return []
     parts = []
     if pruned:
         parts.append(f"{pruned} trial{'s were' if pruned > 1 else ' was'} pruned")
+    if waiting:
+        parts.append(f"{waiting} {'are' if waiting > 1 else 'is'} paused at a rung, waiting for a promotion (asha)")
     if failed:
         reasons: dict[str, int] = {}
         for t in s.trials:

@@ -85,9 +85,15 @@ PRUNERS: dict[str, dict[str, _Option]] = {
         "bootstrap_count": ("int", 0),
     },
     # Promotion-based ASHA: the sweep pauses and promotes trials itself (mnist_sweep.sweep._asha).
-    "asha": {"min_resource": ("int", 1), "max_resource": ("int", 1), "reduction_factor": ("int", 2)},
+    # bootstrap_count as in Optuna's successive halving: a rung promotes nothing until it holds that many.
+    "asha": {
+        "min_resource": ("int", 1),
+        "max_resource": ("int", 1),
+        "reduction_factor": ("int", 2),
+        "bootstrap_count": ("int", 0),
+    },
 }
-ASHA_DEFAULTS = {"min_resource": 1, "reduction_factor": 3}
+ASHA_DEFAULTS = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0}
 # Samplers whose work happens in an optional package; Optuna imports it only when sampling.
 _SAMPLER_NEEDS = {"cmaes": ("cmaes", "pip install cmaes"), "gp": ("torch", "pip install torch")}
 

@@ -4,7 +4,9 @@ Rungs are epochs: ``min_resource``, ``min_resource * eta``, ... below ``max_reso
 ``max_resource``. A new configuration trains to the first rung and *pauses* there. Whenever a
 worker asks for work it first promotes a paused trial that is in the top ``1/eta`` of its rung
 (among every configuration that reached that rung) and not yet promoted, highest rung first; only
-when none can be promoted does it sample a new configuration.
+when none can be promoted does it sample a new configuration. With ``bootstrap_count`` (as in
+Optuna's successive halving), a rung promotes only once it holds that many configurations, or
+once the budget has sampled its last configuration.
 
 How a pause is stored (Optuna cannot update a finished trial): the paused trial is told PRUNED,
 with ``paused_at_epoch`` (its rung) set before ``tell`` and its checkpoint kept. A promotion adds
@@ -57,6 +59,8 @@ class Rungs:
     min_resource: int
     max_resource: int
     reduction_factor: int
+    bootstrap_count: int = 0
+    """A rung promotes nothing until this many configurations reached it, or no new one will come."""
 
     @property
     def epochs(self) -> list[int]:
@@ -79,6 +83,7 @@ def rungs_of(space: SearchSpace) -> Rungs | None:
         min_resource=int(options["min_resource"]),
         max_resource=int(options["max_resource"]),
         reduction_factor=int(options["reduction_factor"]),
+        bootstrap_count=int(options.get("bootstrap_count", 0)),
     )
 
 
@@ -101,9 +106,20 @@ def closed_of(study: optuna.Study) -> list[int]:
 
 
 def promotable(
-    trials: Sequence[optuna.trial.FrozenTrial], rungs: Rungs, *, maximize: bool, closed: Collection[int] = ()
+    trials: Sequence[optuna.trial.FrozenTrial],
+    rungs: Rungs,
+    *,
+    maximize: bool,
+    closed: Collection[int] = (),
+    sampling_done: bool = False,
 ) -> optuna.trial.FrozenTrial | None:
-    """A paused trial in the top ``1/eta`` of its rung, from the highest rung down; None if there is none."""
+    """A paused trial in the top ``1/eta`` of its rung, from the highest rung down; None if there is none.
+
+    A rung with fewer than ``bootstrap_count`` configurations promotes nothing while new
+    configurations may still come (``sampling_done`` False): early promotions are the ones
+    asynchronous halving gets wrong most often, the best of the first few being rarely in the
+    final top ``1/eta``.
+    """
     waiting = paused(trials, closed)
     for epoch in reversed(rungs.epochs[:-1]):
         here = [t for t in waiting if int(t.user_attrs[ATTR_PAUSED_AT]) == epoch]
@@ -117,7 +133,7 @@ def promotable(
             if key not in best or (value > best[key] if maximize else value < best[key]):
                 best[key] = value
         top = len(best) // rungs.reduction_factor
-        if top == 0:
+        if top == 0 or (len(best) < rungs.bootstrap_count and not sampling_done):
             continue
         ranked = sorted(best, key=lambda k: best[k], reverse=maximize)[:top]
         for t in here:

@@ -240,7 +240,7 @@ def decode(body: bytes, *, params_key: str, name: str = "checkpoint") -> Trainin
     except Exception as exc:
         raise CheckpointUnusable(f"checkpoint {name} corrupt: {type(exc).__name__}: {first_line(exc)}") from None
     if meta.get("params_key") != params_key:
-        raise CheckpointUnusable(f"checkpoint {name} was saved for other params")
+        raise CheckpointUnusable(f"checkpoint {name} was saved for other params or data")
     if state.epochs_done != len(state.history) or state.epochs_done < 1:
         raise CheckpointUnusable(
             f"checkpoint {name} corrupt: {state.epochs_done} epochs, {len(state.history)} in its history"

@@ -99,6 +99,7 @@ class _Sweep:
             enabled=options.tracking,
         )
         recovery.tracker = self.tracker
+        recovery.checkpoints = checkpoints
         recovery.backend = backend
         self.calls = Calls(storage_url=self.storage_url, tracking_uri=self.tracker.tracking_uri)
         self.device = runtime.device_description()
@@ -126,6 +127,7 @@ class _Sweep:
                 system_metrics=options.system_metrics,
                 on_told=self._trial_told,
                 checkpoints=checkpoints,
+                keep_checkpoints=options.keep_checkpoints,
                 rungs=self.rungs,
             )
         )
@@ -173,7 +175,7 @@ class _Sweep:
             with self.mutex.hold():
                 if not pending:
                     self.recover_lost_trials(lock=False)
-                    if self._promote():  # asha: a paused trial's continuation first, asked under the same lock
+                    if self._promote(started):  # asha: a paused trial's continuation first, asked under the same lock
                         pending.append(self._ask())
                 if not pending:
                     decision = self._decide(started)
@@ -270,13 +272,21 @@ class _Sweep:
             log.info("closed %d paused trial(s) PRUNED at their rung: %s", len(closed), closed)
         return decision
 
-    def _promote(self) -> bool:
+    def _promote(self, started: float) -> bool:
         """Under the lock: queue the continuation of a promotable paused trial (asha only)."""
         if self.rungs is None or self.trials.ctx.checkpoints is None:
             return False
         trials = self.study.get_trials(deepcopy=False)
         maximize = self.space.objective.direction == "maximize"
-        chosen = _asha.promotable(trials, self.rungs, maximize=maximize, closed=_asha.closed_of(self.study))
+        sampling_done = False
+        if self.rungs.bootstrap_count:  # would the budget sample another configuration?
+            counts = tally(_asha.configurations(trials), may_end=self._may_still_end)
+            elapsed = time.monotonic() - started
+            decision = decide(counts, budget=self.space.budget, elapsed=elapsed, last_failure="")
+            sampling_done = decision.action != "go"
+        chosen = _asha.promotable(
+            trials, self.rungs, maximize=maximize, closed=_asha.closed_of(self.study), sampling_done=sampling_done
+        )
         if chosen is None:
             return False
         _asha.promote(self.study, chosen)

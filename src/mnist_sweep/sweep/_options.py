@@ -41,6 +41,9 @@ class SweepOptions:
     worker: bool = False
     checkpoint_store: str | None = None
     """``--checkpoint-store``: where trial checkpoints go (:mod:`~mnist_sweep.sweep._checkpoints`)."""
+    keep_checkpoints: int = 0
+    """Keep the checkpoints of the study's best ``keep_checkpoints`` COMPLETE trials (0: delete every finished
+    trial's), so that a later study's warm start continues them instead of training again (the nightly job)."""
     max_trials: int | None = None
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from mnist_sweep.contract import (
     ATTR_CHECKPOINT,
     ATTR_FAIL_REASON,
+    ATTR_RETRY_HISTORY,
     ATTR_RUN_ID,
     ATTR_WORKER,
     ROLE_STUDY,
@@ -34,6 +35,7 @@ from mnist_sweep.stores import MAX_RETRY, describe, local_worker_alive
 if TYPE_CHECKING:
     import optuna
 
+    from mnist_sweep.sweep._checkpoints import CheckpointStore
     from mnist_sweep.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,9 @@ class TrialRecovery:
 
     Optuna calls it (as the storage's ``heartbeat_stale_trial_callback``) for each trial it
     fails for lack of heartbeats; :meth:`fail_dead_local_workers` does the same job where
-    there are no heartbeats. Set ``tracker`` to end the lost trials' MLflow runs.
+    there are no heartbeats. Set ``tracker`` to end the lost trials' MLflow runs, and
+    ``checkpoints`` to delete the checkpoint of a trial whose retries have run out (nobody will
+    resume it).
     """
 
     def __init__(self, *, max_retry: int = MAX_RETRY) -> None:
@@ -57,7 +61,9 @@ class TrialRecovery:
             self._requeue_continued = optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=max_retry, inherit_intermediate_values=True
             )
+        self.max_retry = max_retry
         self.tracker: Tracker | None = None
+        self.checkpoints: CheckpointStore | None = None
         self.backend: optuna.storages.BaseStorage | None = None
         """The study's storage, to record a dead trial's reason before it is failed."""
         self.recovered: list[int] = []
@@ -74,10 +80,15 @@ class TrialRecovery:
     def handle(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, *, reason: str, status: str) -> None:
         """``trial`` is FAIL already: queue it again and end its MLflow run with ``status``."""
         self.recovered.append(trial.number)
+        checkpoint = trial.user_attrs.get(ATTR_CHECKPOINT)
         try:
-            (self._requeue_continued if ATTR_CHECKPOINT in trial.user_attrs else self._requeue)(study, trial)
+            (self._requeue_continued if checkpoint is not None else self._requeue)(study, trial)
         except Exception as exc:  # the trial is FAIL either way; the budget makes up for it
             log.warning("trial %d: could not queue it again: %s", trial.number, describe(exc))
+        if self.retries_exhausted(trial):
+            reason = f"{reason}; not queued again: its {self.max_retry} retries are used up"
+            if checkpoint is not None and self.checkpoints is not None:
+                self.checkpoints.remove(str(checkpoint))
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         if run_id and self.tracker is not None and self.tracker.enabled:
             from mnist_sweep.tracking import RunHandle
@@ -88,7 +99,13 @@ class TrialRecovery:
             except Exception as exc:
                 log.warning("trial %d: could not tag MLflow run %s: %s", trial.number, run_id, describe(exc))
             self.tracker.end_run(run_id, status)
-        log.warning("trial %d: %s; marked FAIL and queued again", trial.number, reason)
+        again = "" if self.retries_exhausted(trial) else " and queued again"
+        log.warning("trial %d: %s; marked FAIL%s", trial.number, reason, again)
+
+    def retries_exhausted(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether ``trial`` (FAIL) is one retry too many: Optuna's retry callback queues no other."""
+        history = trial.system_attrs.get(ATTR_RETRY_HISTORY, [])
+        return len(history) + 1 > self.max_retry
 
     def _record_reason(self, study: optuna.Study, number: int, reason: str) -> None:
         if self.backend is None:

@@ -43,6 +43,7 @@ from mnist_sweep.contract import (
     ATTR_VALUE_CI_HIGH,
     ATTR_VALUE_CI_LOW,
     ATTR_VALUE_STD,
+    ATTR_WARM_CHECKPOINT,
     METRIC_CI_HIGH_SUFFIX,
     METRIC_CI_LOW_SUFFIX,
     METRIC_STD_SUFFIX,
@@ -69,6 +70,7 @@ from mnist_sweep.contract import (
     TAG_STATE,
     TAG_STUDY,
     TAG_TRIAL_NUMBER,
+    TAG_WARM_CHECKPOINT,
     TAG_WORKER,
 )
 from mnist_sweep.errors import CheckpointUnusable, MnistSweepError, TrialFailed, first_line
@@ -135,18 +137,22 @@ class TrialContext:
     repeat_trainer: RepeatTrainer | None = None
     """Trains the seeds of ``repeats: k`` > 1 in lockstep (default: :func:`mnist_sweep.model.train_seeds`)."""
     checkpoints: CheckpointStore | None = None
+    keep_checkpoints: int = 0
+    """The checkpoints of the best this many COMPLETE trials are kept (a later warm start continues them)."""
     rungs: Rungs | None = None
     """asha: where trials pause (:mod:`~mnist_sweep.sweep._asha`)."""
 
 
 @dataclass(frozen=True)
 class Resume:
-    """A dead trial's checkpoint that this trial continues, in the dead trial's own MLflow run."""
+    """A checkpoint this trial continues: a dead or paused trial's, in that trial's own MLflow run, or
+    (``warm_from``) a kept one of an earlier study's trial with the same params, in a new run."""
 
     key: str
     state: TrainingState
     run_id: str | None
     continues: int | None
+    warm_from: str | None = None
 
 
 def accepts_checkpoints(trainer: Trainer) -> bool:
@@ -183,12 +189,31 @@ class TrialLifecycle:
 
         self.ctx.progress.trial_started(trial.number, model_summary(params.given))
         self._checkpoint_key, self._ended_here, self._paused_at = None, False, None
+        outcome: TrialOutcome | None = None
         try:
-            return self._run(trial, params)
+            outcome = self._run(trial, params)
+            return outcome
         finally:
             done = self._ended_here and self._paused_at is None  # a paused trial keeps its checkpoint
             if self._checkpoint_key is not None and done and self.ctx.checkpoints is not None:
-                self.ctx.checkpoints.remove(self._checkpoint_key)  # finished here: nobody resumes it
+                if outcome is not None and outcome.state == STATE_COMPLETE and self.ctx.keep_checkpoints > 0:
+                    self._keep_best_checkpoints()
+                else:
+                    self.ctx.checkpoints.remove(self._checkpoint_key)  # finished here: nobody resumes it
+
+    def _keep_best_checkpoints(self) -> None:
+        """Delete the checkpoints of the COMPLETE trials outside the best ``keep_checkpoints`` (this one included)."""
+        from optuna.trial import TrialState
+
+        ctx = self.ctx
+        assert ctx.checkpoints is not None
+        complete = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        kept = [t for t in complete if t.value is not None and isinstance(t.user_attrs.get(ATTR_CHECKPOINT), str)]
+        kept.sort(key=lambda t: float(t.value or 0.0), reverse=ctx.space.objective.direction == "maximize")
+        best = {str(t.user_attrs[ATTR_CHECKPOINT]) for t in kept[: ctx.keep_checkpoints]}
+        for t in kept[ctx.keep_checkpoints :]:
+            if str(t.user_attrs[ATTR_CHECKPOINT]) not in best:
+                ctx.checkpoints.remove(str(t.user_attrs[ATTR_CHECKPOINT]))
 
     def _run(self, trial: optuna.Trial, params: Params) -> TrialOutcome:
         import optuna
@@ -280,7 +305,12 @@ class TrialLifecycle:
         ctx = self.ctx
         inherited = trial.user_attrs
         key = inherited.get(ATTR_CHECKPOINT)
-        if not self._checkpointing or ctx.checkpoints is None or not isinstance(key, str):
+        warm = inherited.get(ATTR_WARM_CHECKPOINT)
+        if not self._checkpointing or ctx.checkpoints is None:
+            return None
+        if not isinstance(key, str) and isinstance(warm, str):
+            return self._warm_resume(trial, params, warm)
+        if not isinstance(key, str):
             return None
         dead_run = inherited.get(ATTR_RUN_ID)
         frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
@@ -288,7 +318,7 @@ class TrialLifecycle:
         promoted = inherited.get(ATTR_PROMOTION_OF)
         continues = int(history[-1]) if history else (int(promoted) if promoted is not None else None)
         try:
-            state = ctx.checkpoints.load(key, params_key=params.key)
+            state = ctx.checkpoints.load(key, params_key=self._fit_key(params))
         except CheckpointUnusable as exc:
             reason = f"{exc}: trial {trial.number} restarts from epoch 0 in a new run"
             log.warning("trial %d: %s", trial.number, reason)
@@ -300,6 +330,23 @@ class TrialLifecycle:
                     ctx.calls.tracking(lambda: handle.set_tags({TAG_CHECKPOINT_LOST: reason[:5000]}))
             return None
         return Resume(key=key, state=state, run_id=str(dead_run) if dead_run else None, continues=continues)
+
+    def _fit_key(self, params: Params) -> str:
+        """What a checkpoint's model was trained on, checked before it is continued: the params and the data."""
+        data = self.ctx.dataset
+        return f"{params.key} on {data.name} {data.sha256} limit={data.limit} train_limit={data.train_limit}"
+
+    def _warm_resume(self, trial: optuna.Trial, params: Params, warm: str) -> Resume | None:
+        """A warm start's kept checkpoint of an earlier study, continued into this trial's own; None: train anew."""
+        ctx = self.ctx
+        assert ctx.checkpoints is not None
+        try:
+            state = ctx.checkpoints.load(warm, params_key=self._fit_key(params))
+        except CheckpointUnusable as exc:
+            log.warning("trial %d: warm start from checkpoint %s: %s; it trains from epoch 0", trial.number, warm, exc)
+            return None
+        own = checkpoint_id(ctx.space.study_name, trial.number)
+        return Resume(key=own, state=state, run_id=None, continues=None, warm_from=warm)
 
     def _continue(self, trial: optuna.Trial, run: ResilientRun, resume: Resume) -> None:
         """Carry the checkpoint's epochs over: each logged and reported exactly once."""
@@ -319,6 +366,9 @@ class TrialLifecycle:
             if step not in frozen.intermediate_values and value is not None and math.isfinite(value):
                 ctx.calls.storage(lambda v=value, s=step: trial.report(v, step=s))  # type: ignore[misc]
         note = f" of trial {resume.continues}" if resume.continues is not None else ""
+        if resume.warm_from is not None:
+            note = f" {resume.warm_from} (warm start)"
+            run.set_tags({TAG_WARM_CHECKPOINT: resume.warm_from, TAG_RESUMED_FROM_EPOCH: done})
         ctx.progress.message(f"trial {trial.number} continues the checkpoint{note} after epoch {done}")
 
     # --- duplicates -----------------------------------------------------------------
@@ -548,7 +598,7 @@ class TrialLifecycle:
 
             try:
                 state = capture_state(model, epochs_done=epochs_done, history=history, seed=seed)
-                store.save(key, state, params_key=params.key)
+                store.save(key, state, params_key=self._fit_key(params))
             except Exception as exc:  # a lost checkpoint costs a resume, never the trial
                 if not warned:
                     warned.append(key)

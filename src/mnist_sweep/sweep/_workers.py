@@ -224,6 +224,7 @@ class _Supervisor:
         from mnist_sweep.display import Progress
         from mnist_sweep.stores import open_storage, redact_url, with_retry
         from mnist_sweep.sweep._calls import RESUME_HINT, Calls
+        from mnist_sweep.sweep._engine import open_checkpoints
         from mnist_sweep.sweep._parent import ParentRun
         from mnist_sweep.sweep._recovery import end_dead_parents
         from mnist_sweep.sweep._results import SweepResult, summarize
@@ -241,6 +242,7 @@ class _Supervisor:
         )
         self.recovery.tracker = tracker
         self.recovery.backend = with_retry(lambda: open_storage(self.storage), what=what)
+        self.recovery.checkpoints = open_checkpoints(space, options)  # a dead worker's last retry: delete it
         with_retry(tracker.check, what=f"tracking server {redact_url(tracker.tracking_uri)}", error=TrackingError)
         progress = Progress(total=space.budget.n_trials, quiet=options.quiet)
         progress.message(
