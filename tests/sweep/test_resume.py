@@ -123,3 +123,31 @@ def test_two_workers_started_together_draw_distinct_first_trials(tmp_path: Path)
         by_worker.setdefault(t.user_attrs["worker"], []).append(t)
     firsts = [ts[0].params["learning_rate"] for ts in by_worker.values()]
     assert len(by_worker) == 2 and len(set(firsts)) == 2, firsts
+
+
+def test_grid_workers_share_one_order_so_their_trials_cover_the_grid(tmp_path: Path) -> None:
+    """Workers reseed their samplers, but not the grid: its seed orders the points its trials' ids mean."""
+    import optuna
+
+    from mnist_sweep.config import load_space
+    from mnist_sweep.sweep._study import make_sampler, tell
+
+    space = load_space(write_space(tmp_path, n_trials=8, sampler="grid"))  # 4 widths x 2 activations
+    storage = optuna.storages.InMemoryStorage()
+    workers = [
+        optuna.create_study(
+            study_name="grid",
+            storage=storage,
+            direction="maximize",
+            sampler=make_sampler(space, shared=True, worker=worker),
+            load_if_exists=True,
+        )
+        for worker in ("vm:101", "vm:202")
+    ]
+    drawn = []
+    for _ in range(4):  # both ask, then both tell: the two workers' trials overlap in time
+        asked = [(study, study.ask()) for study in workers]
+        for study, trial in asked:
+            drawn.append(tuple(sorted(space.suggest(trial).items())))
+            tell(study, trial, 0.5)  # the grid's last point stops the study: tell survives that
+    assert len(set(drawn)) == 8, drawn

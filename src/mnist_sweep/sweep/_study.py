@@ -60,7 +60,12 @@ def make_sampler(
 
     TPE gets ``constant_liar`` on a shared storage unless the file says. QMC keeps the file's
     seed, because Optuna stores its position in the sequence per seed and continues it; only
-    its independent sampler (categorical params) is reseeded. Grid is exact already.
+    its independent sampler (categorical params) is reseeded. Grid keeps the file's seed in
+    every process: its seed shuffles the grid, and the ``grid_id`` each trial stores means a
+    point only in that order, so two workers with different shuffles drew the same point
+    under different ids (and the grid then ended a point short). Its trials are distinct
+    without a reseed: the first ones take the grid ids in trial-number order, later ones skip
+    the ids other trials hold.
     """
     import optuna
 
@@ -73,7 +78,7 @@ def make_sampler(
         if "independent_sampler" not in options:
             options["independent_sampler"] = optuna.samplers.RandomSampler(seed=seed)
         seed = config.seed
-    elif config.name == "grid" and worker is None:
+    elif config.name == "grid":
         seed = config.seed
     return replace(space, sampler=replace(config, seed=seed, options=types.MappingProxyType(options))).make_sampler()
 
