@@ -33,6 +33,7 @@ from mnist_sweep.contract import (
     ATTR_SEED_VALUES,
     ATTR_SPACE_FILE,
     STATE_PAUSED,
+    STATE_PROMOTED,
 )
 from mnist_sweep.display import PAGE_CSS, figure_html
 from mnist_sweep.errors import MnistSweepError
@@ -139,11 +140,14 @@ def read_study(study: optuna.Study) -> _Study:
     from optuna.distributions import CategoricalDistribution
 
     from mnist_sweep.sweep import summarize
-    from mnist_sweep.sweep._asha import closed_of, paused
+    from mnist_sweep.sweep._asha import closed_of, continued, paused
 
     summaries: dict[int, TrialSummary] = {s.number: s for s in summarize(study)}
-    # asha: a paused trial waiting for a promotion is PRUNED in Optuna; the report calls it PAUSED.
-    waiting = {t.number for t in paused(study.get_trials(deepcopy=False), closed_of(study))}
+    # asha: a paused trial is PRUNED in Optuna; the report calls it PAUSED while it waits for a
+    # promotion and PROMOTED once a continuation trains its configuration on.
+    every = study.get_trials(deepcopy=False)
+    waiting = {t.number for t in paused(every, closed_of(study))}
+    promoted = continued(every)
     trials = []
     categorical: dict[str, tuple[Any, ...]] = {}
     numeric: dict[str, Any] = {}
@@ -159,7 +163,13 @@ def read_study(study: optuna.Study) -> _Study:
         trials.append(
             _Trial(
                 number=frozen.number,
-                state=STATE_PAUSED if frozen.number in waiting else frozen.state.name,
+                state=(
+                    STATE_PAUSED
+                    if frozen.number in waiting
+                    else STATE_PROMOTED
+                    if frozen.number in promoted
+                    else frozen.state.name
+                ),
                 value=frozen.value if frozen.state == optuna.trial.TrialState.COMPLETE else None,
                 searched=dict(frozen.params),
                 params=dict(summary.params),
@@ -440,11 +450,14 @@ def _numeric_sentence(s: _Study, param: str) -> str:
 def _failures(s: _Study) -> list[str]:
     counts = s.counts()
     pruned, failed, waiting = counts.get("PRUNED", 0), counts.get("FAIL", 0), counts.get(STATE_PAUSED, 0)
-    if not pruned and not failed and not waiting:
+    if not pruned and not failed and not waiting and not counts.get(STATE_PROMOTED):
         return []
     parts = []
     if pruned:
         parts.append(f"{pruned} trial{'s were' if pruned > 1 else ' was'} pruned")
+    promoted = counts.get(STATE_PROMOTED, 0)
+    if promoted:
+        parts.append(f"{promoted} {'were' if promoted > 1 else 'was'} promoted to a later rung (asha)")
     if waiting:
         parts.append(f"{waiting} {'are' if waiting > 1 else 'is'} paused at a rung, waiting for a promotion (asha)")
     if failed:

@@ -41,7 +41,7 @@ tr.best { background: #ecfdf3 !important; font-weight: 600; }
 .state-PRUNED { background: #fef9c3; color: #854d0e; }
 .state-FAIL { background: #fee2e2; color: #991b1b; }
 .state-RUNNING, .state-WAITING { background: #e0e7ff; color: #3730a3; }
-.state-PAUSED { background: #f3e8ff; color: #6b21a8; }
+.state-PAUSED, .state-PROMOTED { background: #f3e8ff; color: #6b21a8; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .note { color: var(--muted); font-size: 13px; white-space: normal; }
 ul.notes { margin: 0; padding-left: 20px; color: var(--muted); }
