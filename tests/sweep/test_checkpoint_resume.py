@@ -178,6 +178,7 @@ def test_killed_worker_trial_continues_in_the_other_worker_on_postgresql(tmp_pat
             backend.engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_kept_checkpoint_warm_starts_a_later_study_without_training_again(tmp_path: Path) -> None:
     """keep_checkpoints keeps the best trials' checkpoints; a later study's warm-start trial with the same
     params continues one (no epoch trained again) in a run of its own, with the whole curve."""
