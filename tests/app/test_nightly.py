@@ -461,6 +461,10 @@ def test_nights_warm_start_promote_only_when_better_and_rerun_changes_nothing(tm
     assert trials[1].user_attrs["warm_start_checkpoint"] == other.user_attrs["checkpoint"]
     assert "resumed_from_epoch" not in trials[1].user_attrs and trials[1].state.name == "COMPLETE"
     assert "warm_start_checkpoint" not in trials[0].user_attrs, "the champion's params come without a checkpoint"
+    # Night 2 keeps its own top-2 for night 3; night 1's kept checkpoints have served and are gone.
+    kept = {p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith(".")}
+    assert kept == {t.user_attrs["checkpoint"] for t in trials}
+    assert not kept & {t.user_attrs["checkpoint"] for t in first.trials}
     decision = second.studies[0].promotion
     assert decision["decision"] == "rejected" and not decision["promoted"]
     assert decision["candidate_score"] <= decision["champion_score"]

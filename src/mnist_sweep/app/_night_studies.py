@@ -115,6 +115,27 @@ def warm_start(
     return enqueued
 
 
+def drop_earlier_checkpoints(storage: str, job: str, space: SearchSpace, night: dt.date, checkpoints: Any) -> int:
+    """Delete the checkpoints earlier nights of ``space`` kept for a warm start; how many were named.
+
+    Each night keeps its top-k checkpoints for the next night's warm start only: once tonight has
+    swept (and kept its own), the earlier ones have served, so a long-running job does not fill the disk.
+    """
+    from optuna.trial import TrialState
+
+    named = 0
+    for date in night_dates(storage, job, space.study_name):
+        if date >= night:
+            continue
+        earlier = load_existing(storage, night_study_name(job, space.study_name, date))
+        for trial in earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if earlier else ():
+            key = trial.user_attrs.get(ATTR_CHECKPOINT)
+            if isinstance(key, str):
+                checkpoints.remove(key)
+                named += 1
+    return named
+
+
 def _previous_night_study(storage: str, job: str, space: SearchSpace, night: dt.date) -> optuna.Study | None:
     earlier = [d for d in night_dates(storage, job, space.study_name) if d < night]
     if not earlier:

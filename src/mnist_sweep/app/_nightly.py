@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mnist_sweep.app._night_studies import (
     NIGHT_DATE,
     delete_old_studies,
+    drop_earlier_checkpoints,
     load_existing,
     night_curves,
     seconds_spent,
@@ -322,6 +323,7 @@ class _Night:
             )
             entry.trials_run = swept.trials_run
             entry.stopped_reason = swept.stopped_reason
+            self._drop_earlier_checkpoints(night_space, space)
         summarize_night_study(study, entry)
         return entry
 
@@ -401,6 +403,15 @@ class _Night:
         by_night[self.night.isoformat()] = dict(tonight)
         keys = ("candidate_test_accuracy", "champion_test_accuracy")
         return [{"night": night, **{k: by_night[night].get(k) for k in keys}} for night in sorted(by_night)]
+
+    def _drop_earlier_checkpoints(self, night_space: SearchSpace, space: SearchSpace) -> None:
+        """Tonight has swept and kept its own top-k checkpoints: earlier nights' kept ones have served."""
+        from mnist_sweep.sweep import SweepOptions
+        from mnist_sweep.sweep._engine import open_checkpoints
+
+        store = open_checkpoints(night_space, SweepOptions(storage=self.storage))
+        if store is not None:
+            drop_earlier_checkpoints(self.storage, self.config.name, space, self.night, store)
 
     # --- retention -------------------------------------------------------------------------
 
