@@ -52,6 +52,7 @@ REPORT_FILES = (
     "top_k_curves.png",
     "confusion_matrix.png",
     "misclassified.png",
+    "robustness.png",
 )
 
 SPACE = """\
@@ -142,6 +143,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[S
     (folder / "looks.yaml").write_text(SPACE)
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MNIST_SWEEP_DATA_DIR": str(data_dir)}
+    # The tiny trials last about 2 s: MLflow's own setting (it wins over the sweep's 1 s) samples often
+    # enough for the system-metrics chart to have a line, not a single point.
+    env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"
     run = mnist_sweep("run", "looks.yaml", "--quiet", "--system-metrics")
     for command in (run, mnist_sweep("report", "looks", "--out", "report")):
         done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -408,6 +412,7 @@ def test_report_page_shows_every_figure(site: Site, page: Any) -> None:
         "Learning curves of the top trials",
         "Confusion matrix of the best model",
         "Misclassified test images",
+        "Robustness of the best model",
     ]
     assert all(i["complete"] and i["width"] > 300 for i in images), images
     assert page.locator("h1").inner_text() == "Study looks"
