@@ -25,7 +25,11 @@ def fake_trainer(calls: list[dict[str, Any]] | None = None, *, epochs: int = 3) 
             history.append(record)
             on_epoch(epoch, record)
         return TrainResult(
-            params=dict(params.given), history=history, test_accuracy=0.5, test_loss=1.0, levers=Levers(8, False)
+            params=dict(params.given),
+            history=history,
+            test_accuracy=0.5,
+            test_loss=1.0,
+            levers=Levers(8, False, "arrays"),
         )
 
     return trainer

@@ -223,24 +223,27 @@ def test_dense_512_on_full_mnist_reaches_the_tutorial_accuracy(data_dir: Any) ->
 
 
 LEVER_CASES = [
-    # (params, gpu, steps_per_execution, jit_compile)
-    ({"architecture": "dense"}, False, 32, False),
-    ({"architecture": "conv"}, False, 1, False),
-    ({"architecture": "dense"}, True, 32, True),
-    ({"architecture": "conv"}, True, 32, True),
-    ({"architecture": "conv", "steps_per_execution": 4, "jit_compile": True}, False, 4, True),
-    ({"architecture": "dense", "jit_compile": False}, True, 32, False),
+    # (params, gpu, steps_per_execution, jit_compile, data_pipeline)
+    ({"architecture": "dense"}, False, 32, False, "dataset"),
+    ({"architecture": "conv"}, False, 1, False, "arrays"),
+    ({"architecture": "dense"}, True, 32, True, "dataset"),
+    ({"architecture": "conv"}, True, 32, True, "dataset"),
+    ({"architecture": "conv", "steps_per_execution": 4, "jit_compile": True}, False, 4, True, "arrays"),
+    ({"architecture": "conv", "data_pipeline": "dataset"}, False, 1, False, "dataset"),
+    ({"architecture": "dense", "jit_compile": False, "data_pipeline": "arrays"}, True, 32, False, "arrays"),
 ]
 
 
-@pytest.mark.parametrize(("given", "gpu", "steps", "jit"), LEVER_CASES)
+@pytest.mark.parametrize(("given", "gpu", "steps", "jit", "pipeline"), LEVER_CASES)
 def test_auto_levers_follow_the_measured_rule_and_explicit_ones_win(
-    given: dict[str, object], gpu: bool, steps: int, jit: bool
+    given: dict[str, object], gpu: bool, steps: int, jit: bool, pipeline: str
 ) -> None:
     from mnist_sweep.model import Params, choose_levers
 
     levers = choose_levers(Params.resolve(given).values, gpu=gpu)
-    assert (levers.steps_per_execution, levers.jit_compile) == (steps, jit)
+    assert (levers.steps_per_execution, levers.jit_compile, levers.data_pipeline) == (steps, jit, pipeline)
+    assert levers.as_params() == {"steps_per_execution": steps, "jit_compile": jit, "data_pipeline": pipeline}
+    assert levers.compile_options() == {"steps_per_execution": steps, "jit_compile": jit}
 
 
 def test_levers_are_params_with_auto_defaults() -> None:
@@ -249,10 +252,11 @@ def test_levers_are_params_with_auto_defaults() -> None:
 
     values = Params.resolve({}).values
     assert values["steps_per_execution"] == "auto" and values["jit_compile"] == "auto"
+    assert values["data_pipeline"] == "auto"
     assert values["precision"] == "float32"
     assert Params.resolve({"steps_per_execution": 8, "jit_compile": True}).values["steps_per_execution"] == 8
-    assert "steps_per_execution" not in Params.resolve({}).logged()
-    for bad in ({"steps_per_execution": 0}, {"jit_compile": "yes"}, {"precision": "half"}):
+    assert not {"steps_per_execution", "jit_compile", "data_pipeline"} & set(Params.resolve({}).logged())
+    for bad in ({"steps_per_execution": 0}, {"jit_compile": "yes"}, {"precision": "half"}, {"data_pipeline": "gpu"}):
         with pytest.raises(ParamError, match=next(iter(bad))):
             Params.resolve(bad)
 

@@ -51,7 +51,8 @@ def test_trial_params_in_mlflow_are_the_complete_resolved_set(tmp_path: Path) ->
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.trials[0].run_id or "")
     logged = run.data.params
     dense_params = set(PARAMS) - set(CONV_ONLY)
-    assert {"steps_per_execution": "8", "jit_compile": "False"}.items() <= logged.items(), "levers as chosen"
+    levers = {"steps_per_execution": "8", "jit_compile": "False", "data_pipeline": "arrays"}
+    assert levers.items() <= logged.items(), "levers as chosen"
     assert dense_params | {"widths", "dataset", "limit"} <= set(logged)
     for defaulted in ("loss", "output", "dropout", "momentum", "learning_rate", "depth"):
         assert logged[defaulted] == str(PARAMS[defaulted].default), defaulted

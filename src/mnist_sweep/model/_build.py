@@ -71,7 +71,7 @@ def build_model(
         NUM_CLASSES, activation=None if logits else "softmax", name="output", **({"dtype": "float32"} if mixed else {})
     )(x)
     model = keras.Model(inputs, outputs, name=f"{p['architecture']}_{len(p['widths'])}")
-    speed = levers.as_params() if levers is not None else {}
+    speed = levers.compile_options() if levers is not None else {}
     model.compile(
         optimizer=_schedules.optimizer(p, train_size=train_size), loss=_loss(p), metrics=[_accuracy(p)], **speed
     )

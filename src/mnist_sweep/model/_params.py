@@ -28,7 +28,8 @@ PRECISIONS = ("float32", "mixed")
 LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
 AUGMENTATIONS = ("none", "light", "strong")
 POOLINGS = ("flatten", "global_avg")
-LEVERS = ("steps_per_execution", "jit_compile")
+DATA_PIPELINES = ("arrays", "dataset")
+LEVERS = ("steps_per_execution", "jit_compile", "data_pipeline")
 """Speed levers: they change how fast a model trains, not what it learns; logged as chosen."""
 
 MAX_DEPTH = 64
@@ -80,6 +81,14 @@ PARAMS: dict[str, ParamSpec] = {
         ),
         ParamSpec(
             "jit_compile", "bool", "auto", "XLA-compile the training step (auto: per device and model)", auto=True
+        ),
+        ParamSpec(
+            "data_pipeline",
+            "choice",
+            "auto",
+            "fit on NumPy arrays, or on a tf.data pipeline cached once per process (auto: per device and model)",
+            DATA_PIPELINES,
+            auto=True,
         ),
         ParamSpec("precision", "choice", "float32", "float32, or mixed (float16 compute, float32 outputs)", PRECISIONS),
         ParamSpec("batch_norm", "bool", False, "batch normalization before each hidden activation"),

@@ -27,7 +27,7 @@ from mnist_sweep.model._training import (
     _is_out_of_memory,
     choose_levers,
     evaluate_on_test,
-    targets,
+    fit_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,12 @@ def train_seeds(
     schedules = [schedule_callbacks(values, train_size=len(dataset.x_train)) for _ in models]
     seconds = [0.0 for _ in models]
     one_hot = one_hot_targets(checked)
-    y_train = targets(dataset.y_train, one_hot=one_hot)
-    validation = (dataset.x_val, targets(dataset.y_val, one_hot=one_hot))
     for epoch in range(int(values["epochs"])):
-        fit = {"x": dataset.x_train, "y": y_train, "batch_size": values["batch_size"], "validation_data": validation}
-        if not _one_epoch(models, recorders, results, seeds, seconds, epoch, fit, callbacks, schedules):
+        fits = [
+            fit_inputs(levers, dataset, one_hot=one_hot, batch_size=values["batch_size"], seed=_epoch_seed(seed, epoch))
+            for seed in seeds
+        ]
+        if not _one_epoch(models, recorders, results, seeds, seconds, epoch, fits, callbacks, schedules):
             break
         if on_epoch is not None:
             on_epoch(epoch, [dict(recorder.history[-1]) for recorder in recorders])
@@ -100,17 +101,21 @@ def _one_epoch(
     seeds: Sequence[int],
     seconds: list[float],
     epoch: int,
-    fit: Mapping[str, Any],
+    fits: Sequence[Mapping[str, Any]],
     callbacks: Sequence[keras.callbacks.Callback],
     schedules: Sequence[Sequence[keras.callbacks.Callback]],
 ) -> bool:
     """Epoch ``epoch`` of every model; False once one of them could not finish it."""
     for i, (model, recorder) in enumerate(zip(models, recorders, strict=True)):
-        keras.utils.set_random_seed((seeds[i] + EPOCH_SEED_STRIDE * (epoch + 1)) % 2**32)
+        keras.utils.set_random_seed(_epoch_seed(seeds[i], epoch))
         started = time.perf_counter()
         try:
             model.fit(
-                **fit, initial_epoch=epoch, epochs=epoch + 1, callbacks=[recorder, *schedules[i], *callbacks], verbose=0
+                **fits[i],
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                callbacks=[recorder, *schedules[i], *callbacks],
+                verbose=0,
             )
         except Exception as exc:
             if not _is_out_of_memory(exc):
@@ -122,3 +127,8 @@ def _one_epoch(
         if recorder.failure or len(recorder.history) <= epoch or model.stop_training:
             return False
     return True
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Seed ``seed``'s random state for epoch ``epoch`` (0-based): its own shuffle and dropout."""
+    return (seed + EPOCH_SEED_STRIDE * (epoch + 1)) % 2**32

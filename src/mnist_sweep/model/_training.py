@@ -16,10 +16,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_sweep.model import runtime
+from mnist_sweep.model import _pipeline, runtime
 from mnist_sweep.model._build import build_model, one_hot_targets
 from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._params import Params
+from mnist_sweep.model._pipeline import targets
 from mnist_sweep.model._schedules import schedule_callbacks
 from mnist_sweep.model._state import CheckpointHook, TrainingState, restore_state
 
@@ -102,20 +103,20 @@ class _EpochRecorder(keras.callbacks.Callback):
                 self._on_epoch(epoch, record)
 
 
-def targets(labels: np.ndarray, *, one_hot: bool) -> np.ndarray:
-    if not one_hot:
-        return labels
-    return np.eye(10, dtype=np.float32)[labels]
-
-
 @dataclass(frozen=True)
 class Levers:
-    """How a model is compiled for speed: what ``steps_per_execution`` / ``jit_compile`` resolved to."""
+    """How a model trains fast: what ``steps_per_execution`` / ``jit_compile`` / ``data_pipeline`` resolved to."""
 
     steps_per_execution: int = 1
     jit_compile: bool = False
+    data_pipeline: str = "arrays"  # "arrays": fit on NumPy arrays; "dataset": cached tf.data (see _pipeline)
 
     def as_params(self) -> dict[str, Any]:
+        """Every lever, as logged to the trial's run."""
+        return {**self.compile_options(), "data_pipeline": self.data_pipeline}
+
+    def compile_options(self) -> dict[str, Any]:
+        """The levers ``model.compile`` takes."""
         return {"steps_per_execution": self.steps_per_execution, "jit_compile": self.jit_compile}
 
 
@@ -140,7 +141,26 @@ def choose_levers(values: Mapping[str, Any], *, gpu: bool) -> Levers:
     if jit == "auto":
         # Keras cannot XLA-compile the augmentation layers' image transforms (it warns and falls back).
         jit = gpu and values.get("augment", "none") == "none"
-    return Levers(steps_per_execution=int(steps), jit_compile=bool(jit))
+    pipeline = values.get("data_pipeline", "auto")
+    if pipeline == "auto":
+        pipeline = "dataset" if gpu or not conv else "arrays"
+    return Levers(steps_per_execution=int(steps), jit_compile=bool(jit), data_pipeline=str(pipeline))
+
+
+def fit_inputs(levers: Levers, dataset: Dataset, *, one_hot: bool, batch_size: int, seed: int) -> dict[str, Any]:
+    """``model.fit``'s data arguments for ``levers.data_pipeline``: arrays, or the cached pipeline."""
+    if levers.data_pipeline == "dataset":
+        return {
+            "x": _pipeline.training_batches(dataset, one_hot=one_hot, batch_size=batch_size, seed=seed),
+            "validation_data": _pipeline.validation_batches(dataset, one_hot=one_hot),
+            "shuffle": False,  # the pipeline shuffles (Keras warns that it would not)
+        }
+    return {
+        "x": dataset.x_train,
+        "y": targets(dataset.y_train, one_hot=one_hot),
+        "batch_size": batch_size,
+        "validation_data": (dataset.x_val, targets(dataset.y_val, one_hot=one_hot)),
+    }
 
 
 def train(
@@ -181,12 +201,9 @@ def train(
         initial_epoch = resume.epochs_done
     try:
         model.fit(
-            dataset.x_train,
-            targets(dataset.y_train, one_hot=one_hot),
-            batch_size=values["batch_size"],
+            **fit_inputs(levers, dataset, one_hot=one_hot, batch_size=values["batch_size"], seed=seed),
             epochs=values["epochs"],
             initial_epoch=initial_epoch,
-            validation_data=(dataset.x_val, targets(dataset.y_val, one_hot=one_hot)),
             callbacks=[recorder, *schedule_callbacks(values, train_size=len(dataset.x_train)), *callbacks],
             verbose=0,
         )
