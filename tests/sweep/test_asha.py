@@ -55,7 +55,11 @@ def test_asha_pauses_promotes_and_closes(tmp_path: Path) -> None:
     trained = sum(
         t.user_attrs.get("paused_at_epoch", EPOCHS) - t.user_attrs.get("resumed_from_epoch", 0) for t in trials
     )
-    assert trained < N_CONFIGURATIONS * EPOCHS / 2, f"{trained} epochs trained"
+    # Asynchronous halving may promote a trial that a later arrival pushes out of its rung's top
+    # half, so the bound is what the rule allows, not synchronous halving's 6 + 3 + 2: every
+    # configuration's first epoch, at most 3 promotions from rung 1 (asserted above), and at most
+    # 2 from rung 2 (top 1 of 2, then top 1 of 3), 2 epochs each. Without asha: 24.
+    assert trained <= N_CONFIGURATIONS + N_CONFIGURATIONS // 2 + 2 * 2, f"{trained} epochs trained"
     assert list(Path("checkpoints").glob("*.npz")) == [], "closed and finished trials' checkpoints are deleted"
 
     client = MlflowClient(tracking)
