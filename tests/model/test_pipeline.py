@@ -20,10 +20,6 @@ def _fresh_cache() -> Iterator[None]:
     _pipeline.clear()
 
 
-def _epoch_labels(batches: Iterator[tuple[object, object]]) -> list[np.ndarray]:
-    return [np.asarray(y) for _, y in batches]
-
-
 def test_training_batches_reshuffle_the_whole_split_every_epoch_from_the_seed(tiny_mnist: Dataset) -> None:
     n = len(tiny_mnist.x_train)
     batches = _pipeline.training_batches(tiny_mnist, one_hot=False, batch_size=64, seed=3)

@@ -27,7 +27,7 @@ _KEPT = 2
 
 @dataclass(frozen=True)
 class _Tensors:
-    source: tuple[np.ndarray, np.ndarray]  # the arrays they were made from (kept: identity check)
+    source: tuple[np.ndarray, np.ndarray]  # the arrays they were made from, kept alive: their ids are the key
     x_train: Any
     y_train: Any
     x_val: Any
@@ -41,8 +41,7 @@ def tensors(dataset: Dataset, *, one_hot: bool) -> _Tensors:
     """The splits of ``dataset`` as tensors, made on the first call of this process and then reused."""
     key = (id(dataset.x_train), id(dataset.x_val), one_hot)
     kept = _cache.get(key)
-    # The entry holds its arrays, so their ids cannot be reused while it lives; check anyway.
-    if kept is not None and kept.source[0] is dataset.x_train and kept.source[1] is dataset.x_val:
+    if kept is not None:  # the entry holds its arrays, so their ids cannot have been reused
         _cache.move_to_end(key)
         return kept
     with tf.device("/CPU:0"):  # tf.data runs on the host: keep its inputs there
@@ -84,7 +83,7 @@ def validation_batches(dataset: Dataset, *, one_hot: bool) -> tf.data.Dataset:
 
 
 def clear() -> None:
-    """Forget every cached tensor set (tests; a worker recycling its memory)."""
+    """Forget every cached tensor set (for tests)."""
     _cache.clear()
 
 

@@ -73,9 +73,15 @@ def train_seeds(
     schedules = [schedule_callbacks(values, train_size=len(dataset.x_train)) for _ in models]
     seconds = [0.0 for _ in models]
     one_hot = one_hot_targets(checked)
+    batch_size = values["batch_size"]
+    # Arrays take no seed (fit shuffles them under the seed set per epoch): one set serves every fit.
+    arrays = levers.data_pipeline == "arrays"
+    shared = fit_inputs(levers, dataset, one_hot=one_hot, batch_size=batch_size, seed=0) if arrays else {}
     for epoch in range(int(values["epochs"])):
         fits = [
-            fit_inputs(levers, dataset, one_hot=one_hot, batch_size=values["batch_size"], seed=_epoch_seed(seed, epoch))
+            shared
+            if arrays
+            else fit_inputs(levers, dataset, one_hot=one_hot, batch_size=batch_size, seed=_epoch_seed(seed, epoch))
             for seed in seeds
         ]
         if not _one_epoch(models, recorders, results, seeds, seconds, epoch, fits, callbacks, schedules):
