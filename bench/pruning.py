@@ -14,6 +14,7 @@ sampled sequences part ways after the first pruning; that is part of what is mea
     .venv/bin/python bench/pruning.py [--trials 20] [--epochs 8] [--limit 10000] [--seeds 0 1]
     .venv/bin/python bench/pruning.py --quick
     .venv/bin/python bench/pruning.py --pruners asha asha:bootstrap_count=6,reduction_factor=3
+    .venv/bin/python bench/pruning.py --pruners asha asha:promotion_quota=true
 
 A pruner name may carry option overrides after a colon (``name:key=value,key=value``), so
 variants of one pruner are compared in the same run.
@@ -104,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             key, _, value = pair.partition("=")
             if not value:
                 parser.error(f"{variant!r}: an override is key=value, got {pair!r}")
-            options[key] = float(value) if "." in value else int(value)
+            if value in ("true", "false"):
+                options[key] = value == "true"
+            else:
+                options[key] = float(value) if "." in value else int(value)
         settings[variant] = {"name": base, "options": options}
     variants = ["none", *args.pruners]
 

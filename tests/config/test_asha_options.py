@@ -23,6 +23,7 @@ def test_defaults_fill_in_from_the_epochs(tmp_path: Path) -> None:
         "min_resource": 1,
         "reduction_factor": 3,
         "bootstrap_count": 0,
+        "promotion_quota": False,
         "max_resource": 8,
     }
     from mnist_sweep.sweep._asha import rungs_of
@@ -31,6 +32,8 @@ def test_defaults_fill_in_from_the_epochs(tmp_path: Path) -> None:
     assert rungs is not None and rungs.epochs == [1, 3, 8] and rungs.bootstrap_count == 0
     patient = rungs_of(load_space(_space(tmp_path, "{name: asha, options: {bootstrap_count: 6}}")))
     assert patient is not None and patient.bootstrap_count == 6
+    capped = rungs_of(load_space(_space(tmp_path, "{name: asha, options: {promotion_quota: true}}")))
+    assert capped is not None and capped.promotion_quota and not rungs.promotion_quota
     assert [rungs.next_stop(done) for done in (0, 1, 2, 3, 7)] == [1, 3, 3, 8, 8]
     shorter = space.with_overrides(epochs=4)
     assert shorter.pruner.options["max_resource"] == 4
@@ -45,6 +48,7 @@ def test_defaults_fill_in_from_the_epochs(tmp_path: Path) -> None:
         ("{name: asha, options: {max_resource: 9}}", "pruner.options.max_resource", "must not exceed"),
         ("{name: asha, options: {rungs: 3}}", "pruner.options", "rungs"),
         ("{name: asha, options: {bootstrap_count: -1}}", "pruner.options.bootstrap_count", ">= 0"),
+        ("{name: asha, options: {promotion_quota: sometimes}}", "pruner.options.promotion_quota", "true or false"),
     ],
 )
 def test_options_that_cannot_work(tmp_path: Path, pruner: str, key: str, says: str) -> None:

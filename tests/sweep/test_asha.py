@@ -128,3 +128,41 @@ def test_paused_trials_show_as_paused_until_promoted_or_closed(tmp_path: Path) -
     assert [t.state for t in read_study(study).trials] == ["PRUNED", "PRUNED", "PROMOTED", "WAITING"]
     answer = answer_in_words(study)
     assert "2 trials were pruned and 1 was promoted to a later rung (asha)" in answer and "paused" not in answer
+
+
+def _arrivals_promoted(rungs: object, values: list[float]) -> list[float]:
+    """Configurations reach rung 1 one by one (in-memory study); after each, promote all that can be."""
+    import optuna
+
+    from mnist_sweep.sweep import _asha
+
+    assert isinstance(rungs, _asha.Rungs)
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    promoted = []
+    for number, value in enumerate(values):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED,
+                params={"x": value},
+                distributions=dist,
+                intermediate_values={1: value},
+                user_attrs={"paused_at_epoch": 1, "params_key": f"x={value}", "checkpoint": f"c{number}"},
+            )
+        )
+        while (chosen := _asha.promotable(study.get_trials(deepcopy=False), rungs, maximize=True)) is not None:
+            _asha.promote(study, chosen)
+            promoted.append(chosen.intermediate_values[1])
+    return promoted
+
+
+def test_promotion_quota_promotes_as_many_as_synchronous_halving() -> None:
+    from mnist_sweep.sweep import _asha
+
+    improving = [0.1 * (n + 1) for n in range(9)]  # a sampler that improves: every arrival is the best so far
+    plain = _asha.Rungs(min_resource=1, max_resource=3, reduction_factor=3)
+    assert _arrivals_promoted(plain, improving) == improving[2:], "each new best enters the top third"
+    quota = _asha.Rungs(min_resource=1, max_resource=3, reduction_factor=3, promotion_quota=True)
+    assert _arrivals_promoted(quota, improving) == [improving[2], improving[5], improving[8]], "9 // 3 promotions"
+    # A slot goes to the best paused trial of the top third, not to the first one found.
+    assert _arrivals_promoted(quota, [0.5, 0.9, 0.1, 0.2, 0.3, 0.95]) == [0.9, 0.95]

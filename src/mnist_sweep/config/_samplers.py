@@ -86,14 +86,16 @@ PRUNERS: dict[str, dict[str, _Option]] = {
     },
     # Promotion-based ASHA: the sweep pauses and promotes trials itself (mnist_sweep.sweep._asha).
     # bootstrap_count as in Optuna's successive halving: a rung promotes nothing until it holds that many.
+    # promotion_quota: a rung reached by n configurations has promoted at most n // reduction_factor.
     "asha": {
         "min_resource": ("int", 1),
         "max_resource": ("int", 1),
         "reduction_factor": ("int", 2),
         "bootstrap_count": ("int", 0),
+        "promotion_quota": ("bool", None),
     },
 }
-ASHA_DEFAULTS = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0}
+ASHA_DEFAULTS = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0, "promotion_quota": False}
 # Samplers whose work happens in an optional package; Optuna imports it only when sampling.
 _SAMPLER_NEEDS = {"cmaes": ("cmaes", "pip install cmaes"), "gp": ("torch", "pip install torch")}
 

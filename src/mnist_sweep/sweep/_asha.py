@@ -6,7 +6,11 @@ worker asks for work it first promotes a paused trial that is in the top ``1/eta
 (among every configuration that reached that rung) and not yet promoted, highest rung first; only
 when none can be promoted does it sample a new configuration. With ``bootstrap_count`` (as in
 Optuna's successive halving), a rung promotes only once it holds that many configurations, or
-once the budget has sampled its last configuration.
+once the budget has sampled its last configuration. With ``promotion_quota``, a rung that ``n``
+configurations reached has promoted at most ``n // eta`` of them, as many as synchronous successive
+halving would: each new arrival may open a slot, which goes to the best paused trial of the rung's
+top ``1/eta`` at that moment. Plain ASHA promotes more than that when the sampler improves as it
+goes (each new good configuration enters the top while the early ones were already promoted).
 
 How a pause is stored (Optuna cannot update a finished trial): the paused trial is told PRUNED,
 with ``paused_at_epoch`` (its rung) set before ``tell`` and its checkpoint kept. A promotion adds
@@ -61,6 +65,8 @@ class Rungs:
     reduction_factor: int
     bootstrap_count: int = 0
     """A rung promotes nothing until this many configurations reached it, or no new one will come."""
+    promotion_quota: bool = False
+    """A rung reached by ``n`` configurations has promoted at most ``n // reduction_factor`` of them."""
 
     @property
     def epochs(self) -> list[int]:
@@ -84,6 +90,7 @@ def rungs_of(space: SearchSpace) -> Rungs | None:
         max_resource=int(options["max_resource"]),
         reduction_factor=int(options["reduction_factor"]),
         bootstrap_count=int(options.get("bootstrap_count", 0)),
+        promotion_quota=bool(options.get("promotion_quota", False)),
     )
 
 
@@ -113,16 +120,18 @@ def promotable(
     closed: Collection[int] = (),
     sampling_done: bool = False,
 ) -> optuna.trial.FrozenTrial | None:
-    """A paused trial in the top ``1/eta`` of its rung, from the highest rung down; None if there is none.
+    """The best-ranked paused trial in the top ``1/eta`` of its rung, from the highest rung down; None if none.
 
     A rung with fewer than ``bootstrap_count`` configurations promotes nothing while new
     configurations may still come (``sampling_done`` False): early promotions are the ones
     asynchronous halving gets wrong most often, the best of the first few being rarely in the
-    final top ``1/eta``.
+    final top ``1/eta``. With ``promotion_quota``, a rung whose quota (``n // eta``) is used up
+    promotes nothing more.
     """
     waiting = paused(trials, closed)
+    promoted_from = _promoted_per_rung(trials)
     for epoch in reversed(rungs.epochs[:-1]):
-        here = [t for t in waiting if int(t.user_attrs[ATTR_PAUSED_AT]) == epoch]
+        here = {t.user_attrs.get(ATTR_PARAMS_KEY): t for t in waiting if int(t.user_attrs[ATTR_PAUSED_AT]) == epoch}
         if not here:
             continue
         best: dict[str, float] = {}  # one value per configuration that reached this rung
@@ -135,11 +144,23 @@ def promotable(
         top = len(best) // rungs.reduction_factor
         if top == 0 or (len(best) < rungs.bootstrap_count and not sampling_done):
             continue
-        ranked = sorted(best, key=lambda k: best[k], reverse=maximize)[:top]
-        for t in here:
-            if t.user_attrs.get(ATTR_PARAMS_KEY) in ranked:
-                return t
+        if rungs.promotion_quota and promoted_from.get(epoch, 0) >= top:
+            continue
+        for key in sorted(best, key=lambda k: best[k], reverse=maximize)[:top]:
+            if key in here:
+                return here[key]
     return None
+
+
+def _promoted_per_rung(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """How many paused trials each rung (epoch) has promoted so far."""
+    taken = continued(trials)
+    counts: dict[int, int] = {}
+    for t in trials:
+        if t.number in taken and ATTR_PAUSED_AT in t.user_attrs:
+            epoch = int(t.user_attrs[ATTR_PAUSED_AT])
+            counts[epoch] = counts.get(epoch, 0) + 1
+    return counts
 
 
 def promote(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
