@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 "vs none (points)",
                 "wall s",
                 "none/this wall",
-                f"goal (>= {EPOCH_GOAL:g}x, within {100 * BEST_TOLERANCE:.1f} pt)",
+                f"goal (>= {EPOCH_GOAL:g}x, asha {GOALS['asha']:g}x; within {100 * BEST_TOLERANCE:.1f} pt)",
             ],
             rows,
         )
