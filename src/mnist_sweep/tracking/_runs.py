@@ -15,8 +15,10 @@ import os
 import platform
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,6 +212,22 @@ def _finish(monitor: Any) -> None:
             log.warning("system metrics: %s", first_line(exc))
 
 
+_writer: tuple[int, ThreadPoolExecutor] | None = None  # (the process that owns it, the executor)
+_writer_lock = threading.Lock()
+
+
+def _metric_writer() -> ThreadPoolExecutor:
+    """The process's one background writer of per-epoch metric batches (created on first use).
+
+    Made anew in a forked child, whose copy of the parent's executor has no thread behind it.
+    """
+    global _writer
+    with _writer_lock:
+        if _writer is None or _writer[0] != os.getpid():
+            _writer = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnist-sweep-metrics"))
+        return _writer[1]
+
+
 def _flush_quietly(handle: RunHandle) -> None:
     try:
         handle.flush()
@@ -235,7 +253,7 @@ class RunHandle:
     run_id: str
     experiment_id: str
     _pending_tags: dict[str, str] = field(default_factory=dict)
-    _in_flight: list[tuple[list[Any], Any]] = field(default_factory=list)  # (metrics, MLflow's RunOperations)
+    _in_flight: list[tuple[list[Any], Future[Any] | None]] = field(default_factory=list)  # (metrics, its write)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -254,35 +272,38 @@ class RunHandle:
             self.client.log_batch(self.run_id, metrics=batch)
 
     def log_metrics_async(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
-        """:meth:`log_metrics` through MLflow's asynchronous logging: returns before the store has them.
+        """:meth:`log_metrics` on a background thread: returns before the store has them.
 
         For the per-epoch batches, so training does not wait on the store's commit. :meth:`flush`
         waits until every batch sent so far is stored (or stores it itself): call it before
         recording anything that claims those epochs (the trial's history, its state, ``tell``).
+        One writer thread per process keeps the batches in order. Not MLflow's own asynchronous
+        logging: ending a run shuts its queue down, and its thread notices only at its next
+        1-second poll, which cost about 0.5 s per trial (BENCHMARKS.md, tracking overhead).
         """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         if batch:
-            self._in_flight.append((batch, self.client.log_batch(self.run_id, metrics=batch, synchronous=False)))
+            self._in_flight.append((batch, _metric_writer().submit(self.client.log_batch, self.run_id, metrics=batch)))
 
     def flush(self) -> None:
         """Every metric batch sent with :meth:`log_metrics_async` is in the store when this returns.
 
-        A batch whose asynchronous write failed is written again, synchronously; if that fails
+        A batch whose background write failed is written again, synchronously; if that fails
         too, it stays queued for the next call (the caller retries while the store is down).
         """
         while self._in_flight:
-            batch, operation = self._in_flight[0]
-            if operation is not None:
+            batch, pending = self._in_flight[0]
+            if pending is not None:
                 try:
-                    operation.wait()
+                    pending.result()
                 except Exception as exc:
-                    log.debug("asynchronous metric batch failed, writing it again: %s", first_line(exc))
+                    log.debug("background metric batch failed, writing it again: %s", first_line(exc))
                     self._in_flight[0] = (batch, None)
-                    operation = None
-            if operation is None:
+                    pending = None
+            if pending is None:
                 self.client.log_batch(self.run_id, metrics=batch)
             self._in_flight.pop(0)
 
