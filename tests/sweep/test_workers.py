@@ -8,6 +8,7 @@ RUNNING), and a lost database means a bounded retry then one clear error line.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -298,7 +299,7 @@ def test_database_going_away_gives_bounded_retry_then_one_clear_line(tmp_path: P
     text = "".join(output)
     assert process.returncode == 1, text[-4000:]
     line = error_line(text)
-    assert line.startswith(f"error: storage {pg_storage}: unreachable, gave up after 4 s of retries ("), line
+    _assert_gave_up(line, f"error: storage {pg_storage}", budget=4)
     assert "retrying in" in text
     assert took < 4 + 60, f"took {took:.0f} s"
 
@@ -314,6 +315,17 @@ def test_database_going_away_gives_bounded_retry_then_one_clear_line(tmp_path: P
 
 
 @pytest.mark.postgres
+def _assert_gave_up(line: str, prefix: str, *, budget: int) -> None:
+    """The one error line after retries: it names the store and the seconds actually waited.
+
+    The last attempt may end a little past the budget (a connect on a busy machine), so the
+    rounded figure is the budget or a few seconds more, never less.
+    """
+    found = re.match(re.escape(prefix) + r": unreachable, gave up after (\d+) s of retries \(", line)
+    assert found is not None, line
+    assert budget <= int(found.group(1)) <= budget + 10, line
+
+
 def test_missing_database_is_refused_with_bounded_retry(tmp_path: Path) -> None:
     from scaleout_support import database_url
 
@@ -324,7 +336,7 @@ def test_missing_database_is_refused_with_bounded_retry(tmp_path: Path) -> None:
     took = time.monotonic() - started
     assert done.returncode == 1, done.stderr[-3000:]
     line = error_line(done.stderr)
-    assert line.startswith(f"error: storage {url}: unreachable, gave up after 2 s of retries (")
+    _assert_gave_up(line, f"error: storage {url}", budget=2)
     assert 'database "mnist_sweep_no_such_database" does not exist' in line
     assert took < 60
 
@@ -338,7 +350,7 @@ def test_closed_port_gives_bounded_retry_then_one_clear_line(tmp_path: Path) -> 
     took = time.monotonic() - started
     assert done.returncode == 1, done.stderr[-3000:]
     line = error_line(done.stderr)
-    assert line.startswith(f"error: storage {url}: unreachable, gave up after 3 s of retries (")
+    _assert_gave_up(line, f"error: storage {url}", budget=3)
     assert "Connection refused" in line
     assert done.stderr.count("retrying in") >= 2
     assert 3 <= took < 60  # no TensorFlow import before the storage answers
