@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mnist_sweep.config import load_space
-from mnist_sweep.sweep import SweepOptions, run_sweep
+from mnist_sweep.sweep import SweepOptions, _asha, run_sweep
 from spaces import write_space
 
 N_CONFIGURATIONS, EPOCHS = 6, 4
@@ -84,7 +84,6 @@ def test_paused_trials_show_as_paused_until_promoted_or_closed(tmp_path: Path) -
     import optuna
 
     from mnist_sweep.app._inspect import format_status, study_status
-    from mnist_sweep.sweep import _asha
     from mnist_sweep.tracking import Tracker
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -130,13 +129,10 @@ def test_paused_trials_show_as_paused_until_promoted_or_closed(tmp_path: Path) -
     assert "2 trials were pruned and 1 was promoted to a later rung (asha)" in answer and "paused" not in answer
 
 
-def _arrivals_promoted(rungs: object, values: list[float]) -> list[float]:
+def _arrivals_promoted(rungs: _asha.Rungs, values: list[float]) -> list[float]:
     """Configurations reach rung 1 one by one (in-memory study); after each, promote all that can be."""
     import optuna
 
-    from mnist_sweep.sweep import _asha
-
-    assert isinstance(rungs, _asha.Rungs)
     study = optuna.create_study(direction="maximize")
     dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
     promoted = []
@@ -157,8 +153,6 @@ def _arrivals_promoted(rungs: object, values: list[float]) -> list[float]:
 
 
 def test_promotion_quota_promotes_as_many_as_synchronous_halving() -> None:
-    from mnist_sweep.sweep import _asha
-
     improving = [0.1 * (n + 1) for n in range(9)]  # a sampler that improves: every arrival is the best so far
     plain = _asha.Rungs(min_resource=1, max_resource=3, reduction_factor=3)
     assert _arrivals_promoted(plain, improving) == improving[2:], "each new best enters the top third"

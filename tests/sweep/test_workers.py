@@ -314,7 +314,6 @@ def test_database_going_away_gives_bounded_retry_then_one_clear_line(tmp_path: P
         assert run.data.metrics[key] == pytest.approx(t.value)
 
 
-@pytest.mark.postgres
 def _assert_gave_up(line: str, prefix: str, *, budget: int) -> None:
     """The one error line after retries: it names the store and the seconds actually waited.
 
@@ -326,6 +325,7 @@ def _assert_gave_up(line: str, prefix: str, *, budget: int) -> None:
     assert budget <= int(found.group(1)) <= budget + 10, line
 
 
+@pytest.mark.postgres
 def test_missing_database_is_refused_with_bounded_retry(tmp_path: Path) -> None:
     from scaleout_support import database_url
 

@@ -29,6 +29,7 @@ rung, their runs' ``mnist_sweep.state`` becomes PRUNED and their checkpoints are
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -129,7 +130,7 @@ def promotable(
     promotes nothing more.
     """
     waiting = paused(trials, closed)
-    promoted_from = _promoted_per_rung(trials)
+    promoted_from = _promoted_per_rung(trials) if rungs.promotion_quota else Counter[int]()
     for epoch in reversed(rungs.epochs[:-1]):
         here = {t.user_attrs.get(ATTR_PARAMS_KEY): t for t in waiting if int(t.user_attrs[ATTR_PAUSED_AT]) == epoch}
         if not here:
@@ -144,7 +145,7 @@ def promotable(
         top = len(best) // rungs.reduction_factor
         if top == 0 or (len(best) < rungs.bootstrap_count and not sampling_done):
             continue
-        if rungs.promotion_quota and promoted_from.get(epoch, 0) >= top:
+        if rungs.promotion_quota and promoted_from[epoch] >= top:
             continue
         for key in sorted(best, key=lambda k: best[k], reverse=maximize)[:top]:
             if key in here:
@@ -152,15 +153,12 @@ def promotable(
     return None
 
 
-def _promoted_per_rung(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, int]:
+def _promoted_per_rung(trials: Sequence[optuna.trial.FrozenTrial]) -> Counter[int]:
     """How many paused trials each rung (epoch) has promoted so far."""
     taken = continued(trials)
-    counts: dict[int, int] = {}
-    for t in trials:
-        if t.number in taken and ATTR_PAUSED_AT in t.user_attrs:
-            epoch = int(t.user_attrs[ATTR_PAUSED_AT])
-            counts[epoch] = counts.get(epoch, 0) + 1
-    return counts
+    return Counter(
+        int(t.user_attrs[ATTR_PAUSED_AT]) for t in trials if t.number in taken and ATTR_PAUSED_AT in t.user_attrs
+    )
 
 
 def promote(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
