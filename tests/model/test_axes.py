@@ -92,6 +92,28 @@ def test_global_average_pooling_replaces_the_flatten() -> None:
     assert build_model({"pooling": "global_avg"}).count_params() == build_model({}).count_params()
 
 
+def test_stacked_convs_keep_the_side_and_default_to_one_conv_per_block() -> None:
+    model = build_model({**SMALL_CONV, "convs_per_block": 2, "batch_norm": True})
+    names = [layer.name for layer in model.layers]
+    assert names.index("conv_1") < names.index("conv_1_2") < names.index("pool_1") < names.index("conv_2_2")
+    # the block's first conv shrinks 28 -> 26 ('valid', as before); the stacked one keeps 26
+    assert model.get_layer("conv_1").output.shape == (None, 26, 26, 4)
+    assert model.get_layer("conv_1_2").output.shape == (None, 26, 26, 4)
+    assert model.get_layer("conv_2_2").output.shape == model.get_layer("conv_2").output.shape == (None, 11, 11, 8)
+    assert model.get_layer("conv_1_2_bn") is not None and model.get_layer("conv_1_2").use_bias is False
+    # one block more of each: conv 4*9*4 + bn 4*4 (block 1), conv 8*9*8 + bn 8*4 (block 2)
+    single = build_model({**SMALL_CONV, "batch_norm": True})
+    assert model.count_params() - single.count_params() == 144 + 16 + 576 + 32
+    assert [layer.name for layer in single.layers if layer.name.startswith("conv_")] == [
+        "conv_1", "conv_1_bn", "conv_1_act", "conv_2", "conv_2_bn", "conv_2_act"
+    ]  # fmt: skip
+    assert Params.resolve({"architecture": "conv", "convs_per_block": 2}).logged()["convs_per_block"] == 2
+    assert "convs_per_block" not in Params.resolve({}).logged()  # dense: not logged
+    assert "2x32 filters" in model_summary({"architecture": "conv", "convs_per_block": 2})
+    with pytest.raises(ParamError, match="1 <= convs_per_block <= 3"):
+        build_model({**SMALL_CONV, "convs_per_block": 4})
+
+
 def test_three_conv_blocks_are_the_most() -> None:
     assert PARAMS["conv_blocks"].high == 3
     assert build_model({**SMALL_CONV, "conv_blocks": 3}).get_layer("conv_3").filters == 16
@@ -212,14 +234,21 @@ def test_weight_decay_is_decoupled_and_spares_biases_and_norms(optimizer: str, c
 # --------------------------------------------------------------------------- augmentation
 
 
-@pytest.mark.parametrize("architecture", ["dense", "conv"])
-def test_augmentation_acts_in_training_only(tiny_mnist: Dataset, architecture: str) -> None:
-    model = build_model({**SMALL_CONV, "architecture": architecture, "augment": "strong"})
-    assert [layer.name for layer in model.layers if layer.name.startswith("augment_")] == [
-        "augment_shift",
-        "augment_rotate",
-        "augment_zoom",
-    ]
+@pytest.mark.parametrize(
+    ("architecture", "level", "layers"),
+    [
+        ("dense", "strong", ["augment_shift", "augment_rotate", "augment_zoom"]),
+        ("conv", "strong", ["augment_shift", "augment_rotate", "augment_zoom"]),
+        ("conv", "flip", ["augment_flip", "augment_shift"]),
+    ],
+)
+def test_augmentation_acts_in_training_only(
+    tiny_mnist: Dataset, architecture: str, level: str, layers: list[str]
+) -> None:
+    model = build_model({**SMALL_CONV, "architecture": architecture, "augment": level})
+    assert [layer.name for layer in model.layers if layer.name.startswith("augment_")] == layers
+    if level == "flip":
+        assert model.get_layer("augment_flip").mode == "horizontal"  # left-right only: never upside down
     images = tiny_mnist.x_test
     first = model.predict(images, verbose=0)
     second = model.predict(images, verbose=0)
@@ -315,8 +344,8 @@ def test_all_axes_together_train(tiny_mnist: Dataset) -> None:
         ("warmup_epochs", 1.5, "must be an integer"),
         ("weight_decay", 1.0, "0 <= weight_decay < 1"),
         ("weight_decay", -0.01, "0 <= weight_decay < 1"),
-        ("augment", "heavy", "choose one of none, light, strong"),
-        ("augment", True, "choose one of none, light, strong"),
+        ("augment", "heavy", "choose one of none, light, strong, flip"),
+        ("augment", True, "choose one of none, light, strong, flip"),
         ("label_smoothing", 1.0, "0 <= label_smoothing < 1"),
         ("label_smoothing", "0.1x", "must be a number"),
         ("pooling", "max", "choose one of flatten, global_avg"),

@@ -47,11 +47,11 @@ def build_model(
         for block in range(p["conv_blocks"]):
             name = f"conv_{block + 1}"
             units = filters * 2**block
-            if p["batch_norm"]:
-                x = keras.layers.Conv2D(units, p["kernel_size"], use_bias=False, name=name)(x)
-                x = _normalized_activation(x, p["activation"], name)
-            else:
-                x = keras.layers.Conv2D(units, p["kernel_size"], activation=p["activation"], name=name)(x)
+            for conv_index in range(p["convs_per_block"]):
+                # The block's first conv is 'valid' (as it always was); stacked ones keep the side.
+                layer = name if conv_index == 0 else f"{name}_{conv_index + 1}"
+                padding = "valid" if conv_index == 0 else "same"
+                x = _conv(x, units, p, layer, padding)
             x = keras.layers.MaxPooling2D(2, name=f"pool_{block + 1}")(x)
     if conv and p["pooling"] == "global_avg":
         x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
@@ -78,12 +78,22 @@ def build_model(
     return model
 
 
+def _conv(x: Any, units: int, p: Mapping[str, Any], name: str, padding: str) -> Any:
+    if p["batch_norm"]:
+        x = keras.layers.Conv2D(units, p["kernel_size"], padding=padding, use_bias=False, name=name)(x)
+        return _normalized_activation(x, p["activation"], name)
+    return keras.layers.Conv2D(units, p["kernel_size"], padding=padding, activation=p["activation"], name=name)(x)
+
+
 # Random shift (fraction of the side), rotation (fraction of a full turn) and zoom (fraction of
 # the side) per `augment` level; "strong" spans the robustness checks' ranges (+-3 px, +-15 deg,
-# 0.8-1.2 scale). Pixels moved in from outside are black, like the digits' background.
-AUGMENT_RANGES = {
+# 0.8-1.2 scale). "flip" is the clothing recipe (a mirrored shirt is still a shirt, a mirrored
+# digit is not): left-right flips and +-2 px shifts, no rotation or zoom. Pixels moved in from
+# outside are black, like the images' background.
+AUGMENT_RANGES: dict[str, dict[str, Any]] = {
     "light": {"shift": 2 / 28, "rotation": 8 / 360, "zoom": 0.1},
     "strong": {"shift": 3 / 28, "rotation": 15 / 360, "zoom": 0.2},
+    "flip": {"flip": "horizontal", "shift": 2 / 28},
 }
 
 
@@ -92,9 +102,14 @@ def _augmentation(x: Any, level: str) -> Any:
         return x
     r = AUGMENT_RANGES[level]
     fill = {"fill_mode": "constant", "fill_value": 0.0}
+    if "flip" in r:
+        x = keras.layers.RandomFlip(r["flip"], name="augment_flip")(x)
     x = keras.layers.RandomTranslation(r["shift"], r["shift"], name="augment_shift", **fill)(x)
-    x = keras.layers.RandomRotation(r["rotation"], name="augment_rotate", **fill)(x)
-    return keras.layers.RandomZoom(r["zoom"], r["zoom"], name="augment_zoom", **fill)(x)
+    if "rotation" in r:
+        x = keras.layers.RandomRotation(r["rotation"], name="augment_rotate", **fill)(x)
+    if "zoom" in r:
+        x = keras.layers.RandomZoom(r["zoom"], r["zoom"], name="augment_zoom", **fill)(x)
+    return x
 
 
 # PyTorch's default (0.1 there): Keras's 0.99 leaves the moving statistics far behind the

@@ -26,7 +26,7 @@ OUTPUTS = ("softmax", "logits")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("float32", "mixed")
 LR_SCHEDULES = ("constant", "cosine", "one_cycle", "plateau")
-AUGMENTATIONS = ("none", "light", "strong")
+AUGMENTATIONS = ("none", "light", "strong", "flip")
 POOLINGS = ("flatten", "global_avg")
 DATA_PIPELINES = ("arrays", "dataset")
 LEVERS = ("steps_per_execution", "jit_compile", "data_pipeline")
@@ -61,6 +61,14 @@ PARAMS: dict[str, ParamSpec] = {
         ParamSpec("activation", "choice", "relu", "hidden-layer activation", ACTIVATIONS),
         ParamSpec("dropout", "float", 0.0, "dropout after each hidden layer", low=0.0, high=1.0, high_inclusive=False),
         ParamSpec("conv_blocks", "int", 2, "conv + max-pool blocks (conv only)", low=1, high=3),
+        ParamSpec(
+            "convs_per_block",
+            "int",
+            1,
+            "stacked convolutions per conv block, VGG-style (the extra ones keep the side: 'same' padding)",
+            low=1,
+            high=3,
+        ),
         ParamSpec("filters", "int", 32, "filters of the first conv block, doubled per block", low=1, high=1024),
         ParamSpec("kernel_size", "int", 3, "conv kernel size (conv only)", low=1, high=7),
         ParamSpec("loss", "choice", "sparse_categorical_crossentropy", "training loss", LOSSES),
@@ -104,7 +112,13 @@ PARAMS: dict[str, ParamSpec] = {
             high=1.0,
             high_inclusive=False,
         ),
-        ParamSpec("augment", "choice", "none", "random shift, rotation, zoom while training", AUGMENTATIONS),
+        ParamSpec(
+            "augment",
+            "choice",
+            "none",
+            "random shift, rotation, zoom (flip: left-right flips, shift) while training",
+            AUGMENTATIONS,
+        ),
         ParamSpec(
             "label_smoothing",
             "float",
@@ -258,7 +272,8 @@ def model_summary(params: Mapping[str, Any]) -> str:
     shape = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else "-".join(str(w) for w in widths)
     if p["architecture"] == "conv":
         kernel = f"{p['kernel_size']}x{p['kernel_size']}"
-        body = f"conv {p['conv_blocks']} blocks ({p['filters']} filters, {kernel}) + dense {shape}"
+        stacked = f"{p['convs_per_block']}x" if p["convs_per_block"] > 1 else ""
+        body = f"conv {p['conv_blocks']} blocks ({stacked}{p['filters']} filters, {kernel}) + dense {shape}"
     else:
         body = f"dense {shape}"
     return f"{body} {p['activation']}, {p['loss']}, {p['optimizer']} lr={p['learning_rate']:g}" + "".join(
@@ -309,7 +324,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, value
 
 
-CONV_ONLY = ("conv_blocks", "filters", "kernel_size", "pooling")
+CONV_ONLY = ("conv_blocks", "convs_per_block", "filters", "kernel_size", "pooling")
 
 
 @dataclass(frozen=True)
