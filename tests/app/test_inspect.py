@@ -97,6 +97,29 @@ def test_best_is_chosen_on_validation_never_on_test(tmp_path: Path) -> None:
     assert data["validation"]["val_accuracy"] == 0.9 and data["test"]["test_accuracy"] == 0.85
 
 
+def test_best_names_the_trials_it_ties_with(tmp_path: Path) -> None:
+    import optuna
+    from optuna.trial import create_trial
+
+    storage = build_study(tmp_path)
+    study = optuna.load_study(study_name="handmade", storage=storage)
+    twin = {"params": {"width": 128, "epochs": 2}, "history": history(0.9), "mlflow_run_id": "run-128"}
+    study.add_trial(create_trial(value=0.9, user_attrs=twin))  # trial 5: another model, same value
+    reused = {"params": {"width": 64, "epochs": 2}, "duplicate_of": 1}
+    study.add_trial(create_trial(value=0.9, user_attrs=reused))  # trial 6: trial 1's result reused
+
+    best = best_trial("handmade", storage)
+
+    assert (best.number, best.ties) == (1, (5,))
+    result = CliRunner().invoke(main, ["best", "handmade", "--storage", storage])
+    assert result.exit_code == 0, result.output
+    assert "  tie:        trial(s) 5 reached the same val_accuracy; this one is first by trial number" in result.output
+    assert json.loads(CliRunner().invoke(main, ["best", "handmade", "--storage", storage, "--json"]).output)[
+        "ties"
+    ] == [5]
+    assert best_trial("plain", build_study(tmp_path, "plain")).ties == ()  # no tie: nothing said
+
+
 def test_best_of_a_minimized_objective(tmp_path: Path) -> None:
     storage = build_study(tmp_path, direction="minimize")
 

@@ -54,6 +54,9 @@ class BestTrial:
     model_run_id: str | None
     model_uri: str | None
     duplicate_of: int | None = None
+    ties: tuple[int, ...] = ()
+    """Other COMPLETE trials with exactly the same objective value (not reused duplicates): Optuna's
+    best is the first of them, so the choice among them is the trial order, not the data."""
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -144,13 +147,18 @@ def best_of(study: optuna.Study) -> BestTrial:
     last = history[-1] if history else {}
     duplicate_of = attrs.get(ATTR_DUPLICATE_OF)
     model_run_id = attrs.get(ATTR_RUN_ID)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if duplicate_of is not None:
         # A duplicate reused another trial's result: its model was logged by that trial's run.
-        source = next(
-            (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number == duplicate_of),
-            None,
-        )
+        source = next((t for t in complete if t.number == duplicate_of), None)
         model_run_id = source.user_attrs.get(ATTR_RUN_ID) if source is not None else None
+    ties = tuple(
+        t.number
+        for t in complete
+        if t.number != trial.number
+        and t.value == trial.value
+        and t.user_attrs.get(ATTR_DUPLICATE_OF) is None  # a reuse of a result is not a second model
+    )
     study_attrs = study.user_attrs
     return BestTrial(
         study=study.study_name,
@@ -168,6 +176,7 @@ def best_of(study: optuna.Study) -> BestTrial:
         model_run_id=model_run_id,
         model_uri=attrs.get(ATTR_MODEL_URI) or None,
         duplicate_of=duplicate_of,
+        ties=ties,
     )
 
 
@@ -269,6 +278,12 @@ def format_best(best: BestTrial, *, ui_url: str | None = None) -> str:
         lines.append(f"  open:       {run_link(ui_url, best.run_id)}")
     if best.duplicate_of is not None:
         lines.append(f"  (same params as trial {best.duplicate_of}: its result and model were reused)")
+    if best.ties:
+        others = ", ".join(str(n) for n in best.ties)
+        lines.append(
+            f"  tie:        trial(s) {others} reached the same {best.metric}; this one is first by trial number, "
+            "not better (tell them apart with `repeats: k`, or compare their test predictions)"
+        )
     return "\n".join(lines)
 
 
