@@ -77,3 +77,33 @@ def test_a_score_read_from_tags_is_judged_on_the_margin_alone() -> None:
     candidate, _ = paired(both=9705, candidate_only=0, champion_only=0)
     gate = judge(candidate, Score(9700, N), min_improvement=0.0)
     assert gate.passed and gate.test is None
+
+
+def test_a_promotion_of_a_tied_pick_says_it_is_a_tie() -> None:
+    from mnist_sweep.app._promote import Promotion
+
+    candidate, champion = paired(both=9675, candidate_only=30, champion_only=25)
+    fields = {
+        "model_name": "m",
+        "alias": "champion",
+        "study": "best",
+        "trial": 0,
+        "dataset": "mnist",
+        "data_sha256": "",
+        "candidate_uri": "models:/m-0",
+        "candidate": candidate,
+        "champion_version": "3",
+        "champion": champion,
+        "min_improvement": 0.0,
+        "decision": "not_significant",
+        "gate": judge(candidate, champion, min_improvement=0.0),
+    }
+    plain = Promotion(**fields)  # type: ignore[arg-type]
+    tied = Promotion(**fields, ties=(4,))  # type: ignore[arg-type]
+
+    assert "tie" not in plain.message() and plain.to_dict()["ties"] == []
+    assert tied.message().startswith(plain.message())
+    assert tied.message().endswith(
+        " Note: trial(s) 4 tie trial 0 on validation; it is the first of them by trial number, not the better one."
+    )
+    assert tied.to_dict()["ties"] == [4] and tied.to_dict()["reason"] == tied.message()

@@ -251,6 +251,7 @@ class Promotion:
     metric: str = "test_accuracy"
     candidate_robust: Robustness | None = None
     champion_robust: Robustness | None = None
+    ties: tuple[int, ...] = ()  # trials with the candidate's exact validation value (see BestTrial.ties)
 
     @property
     def promoted(self) -> bool:
@@ -258,6 +259,15 @@ class Promotion:
         return self.decision == "promoted" and not self.dry_run
 
     def message(self) -> str:
+        if not self.ties or self.decision == "already":
+            return self._decision_message()
+        others = ", ".join(str(n) for n in self.ties)
+        return (
+            f"{self._decision_message()} Note: trial(s) {others} tie trial {self.trial} on validation; it is "
+            "the first of them by trial number, not the better one."
+        )
+
+    def _decision_message(self) -> str:
         who = f"study {self.study!r} trial {self.trial}"
         target = f"{self.model_name}@{self.alias}"
         if self.decision == "already":
@@ -330,6 +340,7 @@ class Promotion:
             "candidate_robust_per_transform": (
                 dict(self.candidate_robust.per_transform) if self.candidate_robust else None
             ),
+            "ties": list(self.ties),
             "reason": self.message(),
         }
 
@@ -453,6 +464,7 @@ def promote(
             "alpha": alpha,
             "metric": metric,
             "dry_run": dry_run,
+            "ties": candidate.best.ties,
         }
         return Promotion(decision=decision, **{**base, **fields})
 
