@@ -1,6 +1,6 @@
 """What the sweep benchmarks share: data folder, search spaces built in code, one sweep per fresh store.
 
-Not a benchmark itself; ``tracking_overhead.py``, ``pruning.py`` and ``samplers.py`` import it.
+Not a benchmark itself; the scripts beside it import it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if TYPE_CHECKING:
+    import optuna
+
     from mnist_sweep.config._space import SearchSpace
     from mnist_sweep.sweep import SweepResult
 
@@ -206,3 +210,22 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
+
+
+def run_command(args: Sequence[str], *, cwd: Path, what: str, env: Mapping[str, str] | None = None) -> float:
+    """Run ``mnist-sweep ARGS`` as a user would (a fresh process); its wall seconds. Exits on failure."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_sweep.cli", *args], env=env, capture_output=True, text=True, check=False, cwd=cwd
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall
+
+
+def trial_phase(trials: Sequence[optuna.trial.FrozenTrial]) -> float:
+    """Seconds from the first trial's start to the last trial's end (nan without finished trials)."""
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")

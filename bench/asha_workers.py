@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import default_data_dir, machine_line, table  # bench/ is on sys.path when a script here runs
+from _common import (  # bench/ is on sys.path when a script here runs
+    default_data_dir,
+    machine_line,
+    run_command,
+    table,
+    trial_phase,
+)
 
 SPACE = """\
 study: asha-workers
@@ -68,15 +72,10 @@ def run_once(folder: Path, *, pruner: str, workers: int, seed: int, args: argpar
     )
     storage = f"journal://{folder / 'study.log'}"  # what --workers 2 needs on one machine
     command = [
-        sys.executable, "-m", "mnist_sweep.cli", "run", str(space), "--workers", str(workers),
-        "--storage", storage, "--data-dir", args.data_dir, "--no-tracking", "-q",
+        "run", str(space), "--workers", str(workers), "--storage", storage, "--data-dir", args.data_dir,
+        "--no-tracking", "-q",
     ]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=folder)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        what = f"{pruner} x {workers} worker(s), seed {seed}"
-        raise SystemExit(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    wall = run_command(command, cwd=folder, what=f"{pruner} x {workers} worker(s), seed {seed}")
     import optuna
 
     from mnist_sweep.stores._storage import open_storage
@@ -86,21 +85,16 @@ def run_once(folder: Path, *, pruner: str, workers: int, seed: int, args: argpar
     study = optuna.load_study(study_name="asha-workers", storage=open_storage(storage))
     trials = study.get_trials(deepcopy=False)
     summaries = summarize(study)
-    starts = [t.datetime_start for t in trials if t.datetime_start]
-    ends = [t.datetime_complete for t in trials if t.datetime_complete]
     complete = [s.value for s in summaries if s.state == "COMPLETE" and s.value is not None]
     running = [t.number for t in trials if t.state.name == "RUNNING"]
     if running:
         raise SystemExit(f"{pruner} x {workers}: trials {running} left RUNNING")
-    states: dict[str, int] = {}
-    for s in summaries:
-        states[s.state] = states.get(s.state, 0) + 1
     return {
         "wall": wall,
-        "phase": (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan"),
+        "phase": trial_phase(trials),
         "epochs": sum(s.epochs for s in summaries),
         "best": max(complete) if complete else None,
-        "states": states,
+        "states": dict(Counter(s.state for s in summaries)),
     }
 
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import run_command, trial_phase  # bench/ is on sys.path when a script here runs
 
 GOAL = 1.8
 SPACE = """\
@@ -50,14 +49,10 @@ def run_once(folder: Path, space: Path, *, workers: int, threads: int) -> dict[s
     tracking = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "MNIST_SWEEP_THREADS": str(threads)}
     command = [
-        sys.executable, "-m", "mnist_sweep.cli", "run", str(space), "--workers", str(workers),
-        "--storage", f"journal://{journal}", "--tracking-uri", tracking, "-q",
+        "run", str(space), "--workers", str(workers), "--storage", f"journal://{journal}", "--tracking-uri", tracking,
+        "-q",
     ]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=folder)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    wall = run_command(command, cwd=folder, what="run", env=env)
     import optuna
 
     from mnist_sweep.contract import ATTR_RESAMPLED
@@ -70,10 +65,8 @@ def run_once(folder: Path, space: Path, *, workers: int, threads: int) -> dict[s
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if len(complete) != 8 or len(trials) != 8:
         raise SystemExit(f"expected 8 COMPLETE trials, got {[t.state.name for t in trials]}")
-    start = min(t.datetime_start for t in complete if t.datetime_start)
-    end = max(t.datetime_complete for t in complete if t.datetime_complete)
     per_trial = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in complete)  # type: ignore[operator]
-    return {"wall": wall, "trials": (end - start).total_seconds(), "median_trial": per_trial[len(per_trial) // 2]}
+    return {"wall": wall, "trials": trial_phase(complete), "median_trial": per_trial[len(per_trial) // 2]}
 
 
 def main(argv: list[str] | None = None) -> int:
