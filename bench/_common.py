@@ -73,8 +73,12 @@ def make_space(
     seed: int = 0,
     sampler: Mapping[str, Any] | None = None,
     pruner: Mapping[str, Any] | None = None,
+    train_limit: int | None = None,
 ) -> SearchSpace:
-    """A validated :class:`SearchSpace`, built in code (``parse_space``) instead of a YAML file."""
+    """A validated :class:`SearchSpace`, built in code (``parse_space``) instead of a YAML file.
+
+    ``train_limit`` (instead of ``limit``) cuts only the training split.
+    """
     from mnist_sweep.config._space import parse_space
 
     data: dict[str, Any] = {
@@ -82,6 +86,7 @@ def make_space(
         "dataset": "mnist",
         "seed": seed,
         "limit": limit,
+        **({"train_limit": train_limit} if train_limit is not None else {}),
         "objective": {"metric": "val_accuracy", "direction": "maximize"},
         "sampler": dict(sampler or {"name": "tpe"}),
         "pruner": dict(pruner or {"name": "none"}),
@@ -113,6 +118,12 @@ class SweepRun:
     def best(self) -> float | None:
         best = self.result.best
         return None if best is None else best.value
+
+    @property
+    def best_test(self) -> float | None:
+        """The test accuracy of the trial picked by validation: free of the pick's selection bias."""
+        best = self.result.best
+        return None if best is None else best.test_accuracy
 
     def states(self) -> dict[str, int]:
         counts: dict[str, int] = {}

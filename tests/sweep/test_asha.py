@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,62 @@ def test_promotion_quota_promotes_as_many_as_synchronous_halving() -> None:
     assert _arrivals_promoted(quota, improving) == [improving[2], improving[5], improving[8]], "9 // 3 promotions"
     # A slot goes to the best paused trial of the top third, not to the first one found.
     assert _arrivals_promoted(quota, [0.5, 0.9, 0.1, 0.2, 0.3, 0.95]) == [0.9, 0.95]
+
+
+def test_a_repeat_of_a_configuration_asha_stopped_is_not_trained_again(tmp_path: Path) -> None:
+    """Once the space has no unvisited point, a repeat of a configuration stopped at a rung takes its
+    curve (PRUNED, duplicate_of) and trains nothing; it has no rung of its own, so it is never promoted."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from mnist_sweep.model import train
+
+    epochs: list[tuple[int, int]] = []
+
+    def counting(params: Any, dataset: Any, *, checkpoint: Any = None, resume: Any = None, **kw: Any) -> Any:
+        given = kw.pop("on_epoch")
+
+        def on_epoch(epoch: int, record: Any) -> None:
+            epochs.append((int(params["width"]), epoch + 1))
+            given(epoch, record)
+
+        return train(params, dataset, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume, **kw)
+
+    space_text = "  width: {type: categorical, choices: [8, 16, 24]}\n"
+    path = write_space(tmp_path, n_trials=3, fixed="{epochs: 2, batch_size: 64}", space=space_text)
+    path.write_text(
+        path.read_text().replace(
+            "pruner: {name: none}", "pruner: {name: asha, options: {min_resource: 1, reduction_factor: 3}}"
+        )
+    )
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SweepOptions(
+        storage=storage,
+        tracking_uri=tracking,
+        checkpoint_store=str(tmp_path / "ckpt"),
+        quiet=True,
+        log_models=False,
+        system_metrics=False,
+    )
+    space = load_space(path)
+    run_sweep(space, options, trainer=counting)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    stopped = [t for t in study.trials if "paused_at_epoch" in t.user_attrs and "promotion_of" not in t.user_attrs]
+    stopped = [t for t in stopped if all(o.user_attrs.get("promotion_of") != t.number for o in study.trials)]
+    assert stopped, "of three configurations at rung 1, asha promoted one: two stopped there"
+    source = stopped[0]
+    study.enqueue_trial(source.params)  # what a sampler does once every point was visited
+    epochs.clear()
+
+    result = run_sweep(space.with_overrides(n_trials=4), options, trainer=counting)
+    assert epochs == [], "nothing trained again"
+    repeat = optuna.load_study(study_name="tiny", storage=storage).trials[-1]
+    assert repeat.state.name == "PRUNED" and repeat.params == source.params
+    assert repeat.user_attrs["duplicate_of"] == source.number and "paused_at_epoch" not in repeat.user_attrs
+    assert repeat.intermediate_values == source.intermediate_values, "the sampler sees the configuration's curve"
+    summary = next(t for t in result.trials if t.number == repeat.number)
+    assert summary.epochs == 0 and f"trial {source.number}" in summary.note
+    run = MlflowClient(tracking).get_run(repeat.user_attrs["mlflow_run_id"])
+    assert run.data.tags["mnist_sweep.state"] == "PRUNED"
+    assert run.data.tags["mnist_sweep.duplicate_of"] == str(source.number)

@@ -97,6 +97,11 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
             note = f"continues trial {attrs[ATTR_CONTINUES]} after epoch {resumed}" + (f"; {note}" if note else "")
         if ATTR_PAUSED_AT in attrs and t.state.name == "PRUNED":
             note = f"asha: stopped at rung epoch {attrs[ATTR_PAUSED_AT]}" + (f"; {note}" if note else "")
+        # Epochs this trial trained: a continuation's history starts with the epochs it resumed;
+        # a duplicate trained none (its history and values are its source's).
+        trained = (len(history) if history else len(t.intermediate_values)) - resumed
+        if attrs.get(ATTR_DUPLICATE_OF) is not None:
+            trained = 0
         out.append(
             TrialSummary(
                 number=t.number,
@@ -105,8 +110,7 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
                 params=attrs.get(ATTR_PARAMS) or t.params,
                 run_id=attrs.get(ATTR_RUN_ID),
                 test_accuracy=attrs.get(ATTR_TEST_ACCURACY),
-                # Epochs this trial trained: a continuation's history starts with the epochs it resumed.
-                epochs=(len(history) if history else len(t.intermediate_values)) - resumed,
+                epochs=trained,
                 seconds=seconds,
                 note=note,
             )

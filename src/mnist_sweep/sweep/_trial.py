@@ -380,6 +380,9 @@ class TrialLifecycle:
             return self._train(trial, params, run, resume), f"resumed after epoch {resume.state.epochs_done}"
         source = self._duplicate_source(trial, params.key)
         if source is None:
+            paused = self._paused_source(trial, params.key)
+            if paused is not None:
+                self._reuse_paused(trial, run, paused)  # raises TrialPruned: nothing trains
             return self._train(trial, params, run), ""
         assert source.value is not None
         for name in REUSED_ATTRS:
@@ -418,6 +421,50 @@ class TrialLifecycle:
                 return None
             log.info("trial %d waits for trial %d, which has the same params", trial.number, waiting_on.number)
             time.sleep(2.0)
+
+    def _paused_source(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
+        """asha: the furthest rung a configuration with these params stopped at (paused, or closed there).
+
+        The sampler repeats a point only once the space has no unvisited one left; a repeat of a
+        configuration that asha stopped at a rung would otherwise train to the first rung again.
+        """
+        from optuna.trial import TrialState
+
+        if self.ctx.rungs is None:
+            return None
+        study = self.ctx.study
+        pruned = self.ctx.calls.storage(lambda: study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        stopped = [
+            t
+            for t in pruned
+            if t.number != trial.number and ATTR_PAUSED_AT in t.user_attrs and t.user_attrs.get(ATTR_PARAMS_KEY) == key
+        ]
+        return max(stopped, key=lambda t: int(t.user_attrs[ATTR_PAUSED_AT]), default=None)
+
+    def _reuse_paused(self, trial: optuna.Trial, run: ResilientRun, source: optuna.trial.FrozenTrial) -> None:
+        """Close ``trial`` PRUNED as a duplicate of the stopped configuration ``source``, with its curve.
+
+        The sampler sees the configuration's values (a PRUNED trial without any would rank as the
+        worst); the duplicate has no rung of its own, so it is never promoted: ``source`` is.
+        """
+        import optuna
+
+        def report() -> None:
+            for step, value in sorted(source.intermediate_values.items()):
+                trial.report(value, step=step)
+
+        self.ctx.calls.storage(report)
+        rung = int(source.user_attrs[ATTR_PAUSED_AT])
+        self._set_attr(trial, ATTR_DUPLICATE_OF, source.number)
+        run.set_tags(
+            {
+                TAG_DUPLICATE_OF: source.number,
+                TAG_DUPLICATE_OF_RUN: source.user_attrs.get(ATTR_RUN_ID, ""),
+                TAG_STATE: STATE_PRUNED,
+                TAG_PRUNED_AT_EPOCH: rung,
+            }
+        )
+        raise optuna.TrialPruned(f"same params as trial {source.number}, stopped by asha at epoch {rung}: not trained")
 
     # --- training ---------------------------------------------------------------------
 
