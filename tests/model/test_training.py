@@ -242,7 +242,8 @@ def test_auto_levers_follow_the_measured_rule_and_explicit_ones_win(
 
     levers = choose_levers(Params.resolve(given).values, gpu=gpu)
     assert (levers.steps_per_execution, levers.jit_compile, levers.data_pipeline) == (steps, jit, pipeline)
-    assert levers.as_params() == {"steps_per_execution": steps, "jit_compile": jit, "data_pipeline": pipeline}
+    logged = {"steps_per_execution": steps, "jit_compile": jit, "data_pipeline": pipeline, "dtype_policy": "float32"}
+    assert levers.as_params() == logged
     assert levers.compile_options() == {"steps_per_execution": steps, "jit_compile": jit}
 
 
@@ -279,10 +280,30 @@ def test_mixed_precision_trains_and_keeps_float32_outputs(tiny_mnist) -> None:  
     from mnist_sweep.model import train
 
     try:
+        from mnist_sweep.model import runtime
+
         result = train({"epochs": 1, "batch_size": 32, "width": 16, "precision": "mixed"}, tiny_mnist)
-        assert result.ok and result.model is not None
+        assert result.ok and result.model is not None and result.levers is not None
         assert result.model.get_layer("output").dtype_policy.compute_dtype == "float32"
-        assert result.model.get_layer("dense_1").dtype_policy.compute_dtype == "float16"
+        half = "float16" if runtime.has_gpu() else "bfloat16"  # float16 is emulated (slow) on a CPU
+        assert result.model.get_layer("dense_1").dtype_policy.compute_dtype == half
+        assert result.levers.as_params()["dtype_policy"] == f"mixed_{half}"
         assert result.test_probabilities is not None and result.test_probabilities.dtype.name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize(
+    ("precision", "gpu", "policy"),
+    [
+        ("float32", False, "float32"),
+        ("float32", True, "float32"),
+        ("mixed", True, "mixed_float16"),
+        ("mixed", False, "mixed_bfloat16"),
+    ],
+)
+def test_precision_resolves_per_device(precision: str, gpu: bool, policy: str) -> None:
+    from mnist_sweep.model import Params, choose_levers
+
+    levers = choose_levers(Params.resolve({"precision": precision}).values, gpu=gpu)
+    assert levers.dtype_policy == policy

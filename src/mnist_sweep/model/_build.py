@@ -21,6 +21,18 @@ INPUT_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
 
+def dtype_policy(precision: str, *, gpu: bool) -> str:
+    """Keras's dtype policy for ``precision``: ``mixed`` computes in float16 on a GPU, in bfloat16 on a CPU.
+
+    On a CPU, float16 arithmetic is emulated: a dense-512 epoch ran at 0.73-0.92x the speed of
+    float32 on these 2 cores, bfloat16 (native on CPUs with AVX512-BF16 or AMX) at 1.00-1.38x, with
+    the same test accuracy (bench/precision_speed.py, BENCHMARKS.md). Keras recommends the same split.
+    """
+    if precision != "mixed":
+        return "float32"
+    return "mixed_float16" if gpu else "mixed_bfloat16"
+
+
 def build_model(
     params: Mapping[str, Any] | Params, *, levers: Levers | None = None, train_size: int | None = None
 ) -> keras.Model:
@@ -34,8 +46,14 @@ def build_model(
     ``augment`` layers act only while training: prediction and evaluation never augment.
     """
     p = resolved(params)
-    mixed = p.get("precision") == "mixed"
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    if levers is not None:
+        policy = levers.dtype_policy
+    else:
+        from mnist_sweep.model import runtime
+
+        policy = dtype_policy(p.get("precision", "float32"), gpu=runtime.has_gpu())
+    mixed = policy != "float32"
+    keras.mixed_precision.set_global_policy(policy)
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
     x = inputs
     conv = p["architecture"] == "conv"
@@ -66,7 +84,7 @@ def build_model(
         if p["dropout"] > 0:
             x = keras.layers.Dropout(p["dropout"], name=f"dropout_{i}")(x)
     logits = p["output"] == "logits"
-    # Mixed precision computes in float16 but keeps the outputs (softmax, loss) in float32.
+    # Mixed precision computes in 16 bits but keeps the outputs (softmax, loss) in float32.
     outputs = keras.layers.Dense(
         NUM_CLASSES, activation=None if logits else "softmax", name="output", **({"dtype": "float32"} if mixed else {})
     )(x)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from mnist_sweep.model import _pipeline, runtime
-from mnist_sweep.model._build import build_model, one_hot_targets
+from mnist_sweep.model._build import build_model, dtype_policy, one_hot_targets
 from mnist_sweep.model._data import Dataset
 from mnist_sweep.model._params import Params
 from mnist_sweep.model._pipeline import targets
@@ -110,10 +110,11 @@ class Levers:
     steps_per_execution: int = 1
     jit_compile: bool = False
     data_pipeline: str = "arrays"  # "arrays": fit on NumPy arrays; "dataset": cached tf.data (see _pipeline)
+    dtype_policy: str = "float32"  # Keras's policy for the ``precision`` param on this device (see dtype_policy)
 
     def as_params(self) -> dict[str, Any]:
         """Every lever, as logged to the trial's run."""
-        return {**self.compile_options(), "data_pipeline": self.data_pipeline}
+        return {**self.compile_options(), "data_pipeline": self.data_pipeline, "dtype_policy": self.dtype_policy}
 
     def compile_options(self) -> dict[str, Any]:
         """The levers ``model.compile`` takes."""
@@ -144,7 +145,12 @@ def choose_levers(values: Mapping[str, Any], *, gpu: bool) -> Levers:
     pipeline = values.get("data_pipeline", "auto")
     if pipeline == "auto":
         pipeline = "dataset" if gpu or not conv else "arrays"
-    return Levers(steps_per_execution=int(steps), jit_compile=bool(jit), data_pipeline=str(pipeline))
+    return Levers(
+        steps_per_execution=int(steps),
+        jit_compile=bool(jit),
+        data_pipeline=str(pipeline),
+        dtype_policy=dtype_policy(str(values.get("precision", "float32")), gpu=gpu),
+    )
 
 
 def fit_inputs(levers: Levers, dataset: Dataset, *, one_hot: bool, batch_size: int, seed: int) -> dict[str, Any]:
