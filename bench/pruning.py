@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}",
                     run.epochs,
                     f"{ratio:.2f}x",
-                    "-" if run.best is None else f"{run.best:.4f}",
+                    _fmt(run.best),
                     "-" if delta is None else f"{delta:+.2f}",
                     _fmt(run.best_test),
                     "-" if test_delta is None else f"{test_delta:+.2f}",

@@ -380,10 +380,9 @@ class TrialLifecycle:
             return self._train(trial, params, run, resume), f"resumed after epoch {resume.state.epochs_done}"
         source = self._duplicate_source(trial, params.key)
         if source is None:
-            paused = self._paused_source(trial, params.key)
-            if paused is not None:
-                self._reuse_paused(trial, run, paused)  # raises TrialPruned: nothing trains
             return self._train(trial, params, run), ""
+        if ATTR_PAUSED_AT in source.user_attrs:
+            self._reuse_paused(trial, run, source)  # raises TrialPruned: nothing trains
         assert source.value is not None
         for name in REUSED_ATTRS:
             if name in source.user_attrs:
@@ -400,46 +399,37 @@ class TrialLifecycle:
         return float(source.value), f"same params as trial {source.number}: value reused"
 
     def _duplicate_source(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
-        """A COMPLETE trial with the same params, waiting for an earlier RUNNING one."""
+        """An earlier trial with the same params whose result stands in for training, waiting for a RUNNING one.
+
+        A COMPLETE one first; else (asha) the furthest rung a configuration with these params was
+        stopped at, paused or closed there: the sampler repeats a point only once the space has no
+        unvisited one left, and the repeat would otherwise train to the first rung again.
+        """
         from optuna.trial import TrialState
 
-        study = self.ctx.study
+        study, asha = self.ctx.study, self.ctx.rungs is not None
         deadline = time.monotonic() + DUPLICATE_WAIT_SECONDS
         while True:
-            waiting_on = None
+            waiting_on, stopped = None, []
             others = self.ctx.calls.storage(
-                lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                lambda: study.get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+                )
             )
             for other in others:
                 if other.number == trial.number or other.user_attrs.get(ATTR_PARAMS_KEY) != key:
                     continue
                 if other.state == TrialState.COMPLETE:
                     return other
-                if other.number < trial.number:
+                if other.state == TrialState.PRUNED:
+                    if asha and ATTR_PAUSED_AT in other.user_attrs:
+                        stopped.append(other)
+                elif other.number < trial.number:
                     waiting_on = other
             if waiting_on is None or time.monotonic() > deadline:
-                return None
+                return max(stopped, key=lambda t: int(t.user_attrs[ATTR_PAUSED_AT]), default=None)
             log.info("trial %d waits for trial %d, which has the same params", trial.number, waiting_on.number)
             time.sleep(2.0)
-
-    def _paused_source(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
-        """asha: the furthest rung a configuration with these params stopped at (paused, or closed there).
-
-        The sampler repeats a point only once the space has no unvisited one left; a repeat of a
-        configuration that asha stopped at a rung would otherwise train to the first rung again.
-        """
-        from optuna.trial import TrialState
-
-        if self.ctx.rungs is None:
-            return None
-        study = self.ctx.study
-        pruned = self.ctx.calls.storage(lambda: study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-        stopped = [
-            t
-            for t in pruned
-            if t.number != trial.number and ATTR_PAUSED_AT in t.user_attrs and t.user_attrs.get(ATTR_PARAMS_KEY) == key
-        ]
-        return max(stopped, key=lambda t: int(t.user_attrs[ATTR_PAUSED_AT]), default=None)
 
     def _reuse_paused(self, trial: optuna.Trial, run: ResilientRun, source: optuna.trial.FrozenTrial) -> None:
         """Close ``trial`` PRUNED as a duplicate of the stopped configuration ``source``, with its curve.
