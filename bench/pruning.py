@@ -81,6 +81,27 @@ def pruner_settings(epochs: int) -> dict[str, dict[str, Any]]:
     }
 
 
+def sweep_space(
+    study: str, seed: int, pruner: dict[str, Any], *, trials: int, epochs: int, limit: int | None, whole_eval: bool
+) -> Any:
+    """The benchmark's dense sweep (TPE seeded with ``seed``) under ``pruner``."""
+    return make_space(
+        study,
+        space={
+            "learning_rate": {"type": "float", "low": 1.0e-5, "high": 1.0e-1, "log": True},
+            "width": {"type": "categorical", "choices": [32, 64, 128, 256, 512]},
+            "activation": {"type": "categorical", "choices": ["relu", "tanh", "sigmoid"]},
+        },
+        fixed={"architecture": "dense", "depth": 1, "optimizer": "adam", "batch_size": 128, "epochs": epochs},
+        n_trials=trials,
+        limit=None if whole_eval else limit,
+        train_limit=limit if whole_eval else None,
+        seed=seed,
+        sampler={"name": "tpe", "seed": seed, "options": {"n_startup_trials": TPE_STARTUP}},
+        pruner=pruner,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="trials per sweep (default 20)")
@@ -126,20 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = ["none", *args.pruners]
 
     def space(seed: int, pruner: str) -> Any:
-        return make_space(
+        return sweep_space(
             f"pruning-{slug(pruner)}-seed{seed}",
-            space={
-                "learning_rate": {"type": "float", "low": 1.0e-5, "high": 1.0e-1, "log": True},
-                "width": {"type": "categorical", "choices": [32, 64, 128, 256, 512]},
-                "activation": {"type": "categorical", "choices": ["relu", "tanh", "sigmoid"]},
-            },
-            fixed={"architecture": "dense", "depth": 1, "optimizer": "adam", "batch_size": 128, "epochs": args.epochs},
-            n_trials=args.trials,
-            limit=None if args.whole_eval else limit,
-            train_limit=limit if args.whole_eval else None,
-            seed=seed,
-            sampler={"name": "tpe", "seed": seed, "options": {"n_startup_trials": TPE_STARTUP}},
-            pruner=settings[pruner],
+            seed,
+            settings[pruner],
+            trials=args.trials,
+            epochs=args.epochs,
+            limit=limit,
+            whole_eval=args.whole_eval,
         )
 
     quiet_logs()
