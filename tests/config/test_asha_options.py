@@ -49,6 +49,9 @@ def test_defaults_fill_in_from_the_epochs(tmp_path: Path) -> None:
         ("{name: asha, options: {rungs: 3}}", "pruner.options", "rungs"),
         ("{name: asha, options: {bootstrap_count: -1}}", "pruner.options.bootstrap_count", ">= 0"),
         ("{name: asha, options: {promotion_quota: sometimes}}", "pruner.options.promotion_quota", "true or false"),
+        ("{name: asha, options: {brackets: 0}}", "pruner.options.brackets", ">= 1"),
+        ("{name: asha, options: {brackets: 4}}", "pruner.options.brackets", "at most 3 with rungs at epochs 1, 3"),
+        ("{name: asha, options: {brackets: two}}", "pruner.options.brackets", "integer"),
     ],
 )
 def test_options_that_cannot_work(tmp_path: Path, pruner: str, key: str, says: str) -> None:
@@ -73,3 +76,16 @@ def test_repeated_seeds_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_space(path)
     assert str(caught.value).startswith(f"{path}: repeats: the asha pruner"), caught.value
+
+
+def test_brackets_start_one_rung_later_each(tmp_path: Path) -> None:
+    from mnist_sweep.sweep._asha import rungs_of
+
+    rungs = rungs_of(load_space(_space(tmp_path, "{name: asha, options: {brackets: 3}}")))
+    assert rungs is not None and rungs.brackets == 3
+    assert [rungs.bracket(b).epochs for b in range(3)] == [[1, 3, 8], [3, 8], [8]], "the last trains straight to 8"
+    # Hyperband's shares, eta**s / (s + 1) for s halvings: 9/3, 3/2, 1/1.
+    assert rungs.bracket_weights() == [3.0, 1.5, 1.0]
+    space = load_space(_space(tmp_path, "{name: asha, options: {brackets: 3}}"))
+    with pytest.raises(ConfigError, match=r"^--epochs: asha brackets must be at most 2 with rungs at epochs 1 and 3"):
+        space.with_overrides(epochs=3)  # rungs 1, then 3: two brackets at most

@@ -220,3 +220,93 @@ def test_a_repeat_of_a_configuration_asha_stopped_is_not_trained_again(tmp_path:
     run = MlflowClient(tracking).get_run(repeat.user_attrs["mlflow_run_id"])
     assert run.data.tags["mnist_sweep.state"] == "PRUNED"
     assert run.data.tags["mnist_sweep.duplicate_of"] == str(source.number)
+
+
+def test_brackets_fill_in_hyperband_proportions_and_promote_within_themselves() -> None:
+    import optuna
+
+    rungs = _asha.Rungs(min_resource=1, max_resource=8, reduction_factor=3, brackets=3)
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    assigned = []
+    for number in range(11):
+        bracket = _asha.assign_bracket(study.get_trials(deepcopy=False), rungs)
+        assigned.append(bracket)
+        first = rungs.bracket(bracket).epochs[0]
+        value = 0.5 + 0.01 * number if bracket else 0.9 - 0.01 * number  # bracket 0: the earliest is its best
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED if first < 8 else optuna.trial.TrialState.COMPLETE,
+                value=value,
+                params={"x": value},
+                distributions=dist,
+                intermediate_values={first: value},
+                user_attrs={
+                    "asha_bracket": bracket,
+                    "params_key": f"x={value}",
+                    "checkpoint": f"c{number}",
+                    **({"paused_at_epoch": first} if first < 8 else {}),
+                },
+            )
+        )
+    # Shares 3 : 1.5 : 1 of 11 configurations: 6, 3, 2; each goes to the bracket furthest below its share.
+    assert assigned == [0, 0, 1, 0, 2, 0, 1, 0, 0, 1, 2]
+    trials = study.get_trials(deepcopy=False)
+    # Bracket 0 (trials 0, 1, 3, 5, 7, 8 at epoch 1) promotes its top 2, its earliest; bracket 1 (2, 6, 9
+    # at epoch 3) promotes its best, although every value of bracket 1 is below every one of bracket 0.
+    chosen = _asha.promotable(trials, rungs, maximize=True)
+    assert chosen is not None and chosen.number == 0
+    _asha.promote(study, chosen)
+    continuation = study.get_trials(deepcopy=False)[-1]
+    assert continuation.user_attrs["asha_bracket"] == 0, "a continuation stays in its configuration's bracket"
+    chosen = _asha.promotable(study.get_trials(deepcopy=False), rungs, maximize=True)
+    assert chosen is not None and chosen.number == 1
+    _asha.promote(study, chosen)
+    chosen = _asha.promotable(study.get_trials(deepcopy=False), rungs, maximize=True)
+    assert chosen is not None and chosen.number == 9, "bracket 1's best at epoch 3 (0.59)"
+    _asha.promote(study, chosen)
+    assert _asha.promotable(study.get_trials(deepcopy=False), rungs, maximize=True) is None
+    # 6, 3, 2 configurations: the next joins bracket 0 (7/3 < 4/1.5 < 3/1); counting the three
+    # continuations as configurations would have sent it to bracket 1.
+    assert _asha.assign_bracket(study.get_trials(deepcopy=False), rungs) == 0
+
+
+def test_brackets_end_to_end_a_later_bracket_trains_straight_to_its_first_rung(tmp_path: Path) -> None:
+    """brackets: 2 with rungs 1, 3: configurations join brackets 0, 1, 0, 0; bracket 1's trains all 3 epochs."""
+    import optuna
+    from mlflow import MlflowClient
+
+    space_text = "  width: {type: categorical, choices: [8, 16, 24, 32]}\n"
+    path = write_space(tmp_path, n_trials=4, fixed="{epochs: 3, batch_size: 64}", space=space_text)
+    path.write_text(
+        path.read_text().replace(
+            "pruner: {name: none}", "pruner: {name: asha, options: {min_resource: 1, reduction_factor: 3, brackets: 2}}"
+        )
+    )
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SweepOptions(storage=storage, tracking_uri=tracking, quiet=True, log_models=False, system_metrics=False)
+    result = run_sweep(load_space(path), options)
+
+    trials = [
+        t
+        for t in optuna.load_study(study_name="tiny", storage=storage).trials
+        if "resampled_duplicate_of" not in t.user_attrs
+    ]
+    originals = [t for t in trials if "promotion_of" not in t.user_attrs]
+    assert [t.user_attrs["asha_bracket"] for t in originals] == [0, 1, 0, 0]
+    straight = originals[1]
+    assert straight.state.name == "COMPLETE" and sorted(straight.intermediate_values) == [1, 2, 3]
+    assert "paused_at_epoch" not in straight.user_attrs, "bracket 1's only rung is the last epoch"
+    paused = [t for t in originals if t.user_attrs["asha_bracket"] == 0]
+    assert all(t.user_attrs["paused_at_epoch"] == 1 for t in paused)
+    (continuation,) = [t for t in trials if "promotion_of" in t.user_attrs]
+    assert continuation.user_attrs["asha_bracket"] == 0 and continuation.state.name == "COMPLETE"
+    best_of_bracket = max(paused, key=lambda t: t.intermediate_values[1])
+    assert continuation.user_attrs["promotion_of"] == best_of_bracket.number, "ranked within bracket 0 only"
+    assert sum(t.epochs for t in result.trials) == 3 * 1 + 3 + 2, "three first rungs, one straight run, one promotion"
+    notes = [t.note for t in result.trials if t.state == "PRUNED"]
+    assert notes and all("asha: stopped at rung epoch 1 (bracket 0)" in n for n in notes), notes
+    client = MlflowClient(tracking)
+    run = client.get_run(straight.user_attrs["mlflow_run_id"])
+    assert run.data.tags["mnist_sweep.asha_bracket"] == "1"

@@ -87,12 +87,14 @@ PRUNERS: dict[str, dict[str, _Option]] = {
     # Promotion-based ASHA: the sweep pauses and promotes trials itself (mnist_sweep.sweep._asha).
     # bootstrap_count as in Optuna's successive halving: a rung promotes nothing until it holds that many.
     # promotion_quota: a rung reached by n configurations has promoted at most n // reduction_factor.
+    # brackets: asynchronous Hyperband, bracket b's first rung at min_resource * reduction_factor**b.
     "asha": {
         "min_resource": ("int", 1),
         "max_resource": ("int", 1),
         "reduction_factor": ("int", 2),
         "bootstrap_count": ("int", 0),
         "promotion_quota": ("bool", None),
+        "brackets": ("int", 1),
     },
 }
 ASHA_DEFAULTS = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0, "promotion_quota": False}

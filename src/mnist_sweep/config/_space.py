@@ -229,6 +229,7 @@ class SearchSpace:
                     check.fail(
                         "--epochs", f"the asha pruner's min_resource {options['min_resource']} needs more epochs"
                     )
+                check.asha_brackets(options, "--epochs")
                 changes["pruner"] = replace(self.pruner, options=types.MappingProxyType(options))
         if seed is not None:
             new_seed = check.seed(seed, "--seed")
@@ -634,7 +635,24 @@ class _SpaceChecker(_ParamChecks, SamplerChecks):
                 f"`min_resource < max_resource` must hold, but got min_resource={options['min_resource']}, "
                 f"max_resource={options['max_resource']}",
             )
+        self.asha_brackets(options, "pruner.options.brackets")
         return replace(pruner, options=types.MappingProxyType(options))
+
+    def asha_brackets(self, options: Mapping[str, Any], key: str) -> None:
+        """Bracket b's first rung is ``min_resource * eta**b``; the last bracket may train straight to the end."""
+        eta, last = int(options["reduction_factor"]), int(options["max_resource"])
+        rungs, epoch = [], int(options["min_resource"])
+        while epoch < last:
+            rungs.append(epoch)
+            epoch *= eta
+        brackets = int(options.get("brackets", 1))
+        if brackets > len(rungs) + 1:
+            self.fail(
+                key,
+                f"asha brackets must be at most {len(rungs) + 1} with rungs at epochs "
+                f"{', '.join(map(str, rungs))} and {last} (min_resource {options['min_resource']}, "
+                f"reduction_factor {eta}; the last bracket trains straight to {last}), got {brackets}",
+            )
 
     def limit(self, value: Any, path: str) -> int:
         return self.integer(value, path, minimum=MIN_LIMIT)

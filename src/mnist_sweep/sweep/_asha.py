@@ -12,6 +12,14 @@ halving would: each new arrival may open a slot, which goes to the best paused t
 top ``1/eta`` at that moment. Plain ASHA promotes more than that when the sampler improves as it
 goes (each new good configuration enters the top while the early ones were already promoted).
 
+With ``brackets: k`` (asynchronous Hyperband, as in the same paper), each new configuration
+joins one of ``k`` brackets: bracket ``b`` has the same rules with its first rung at
+``min_resource * eta**b`` (the last bracket may train straight to ``max_resource``). Configurations
+are ranked and promoted only against others of their bracket. Brackets are filled in Hyperband's
+proportions (bracket ``b`` ``eta**s / (s + 1)``, ``s`` its number of halvings): most configurations
+in the first bracket, fewer where a wrong early ranking costs less. The later brackets hedge
+against a first rung that ranks configurations by how fast they learn rather than how far.
+
 How a pause is stored (Optuna cannot update a finished trial): the paused trial is told PRUNED,
 with ``paused_at_epoch`` (its rung) set before ``tell`` and its checkpoint kept. A promotion adds
 a continuation trial (WAITING, same params and distributions, the paused trial's intermediate
@@ -31,11 +39,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mnist_sweep.contract import (
     ATTR_ASHA_CLOSED,
+    ATTR_BRACKET,
     ATTR_CHECKPOINT,
     ATTR_ENQUEUED,
     ATTR_PARAMS_KEY,
@@ -68,6 +77,8 @@ class Rungs:
     """A rung promotes nothing until this many configurations reached it, or no new one will come."""
     promotion_quota: bool = False
     """A rung reached by ``n`` configurations has promoted at most ``n // reduction_factor`` of them."""
+    brackets: int = 1
+    """Asynchronous Hyperband: configurations spread over this many brackets of later first rungs."""
 
     @property
     def epochs(self) -> list[int]:
@@ -81,6 +92,36 @@ class Rungs:
         """Where a trial that has trained ``done`` epochs stops next."""
         return next(epoch for epoch in self.epochs if epoch > done)
 
+    def bracket(self, index: int) -> Rungs:
+        """Bracket ``index``'s rungs: the first at ``min_resource * eta**index`` (capped at ``max_resource``)."""
+        first = min(self.min_resource * self.reduction_factor**index, self.max_resource)
+        return replace(self, min_resource=first, brackets=1)
+
+    def bracket_weights(self) -> list[float]:
+        """Hyperband's share of new configurations per bracket: ``eta**s / (s + 1)``, ``s`` its halvings."""
+        weights = []
+        for index in range(self.brackets):
+            halvings = len(self.bracket(index).epochs) - 1
+            weights.append(self.reduction_factor**halvings / (halvings + 1))
+        return weights
+
+
+def bracket_of(trial: optuna.trial.FrozenTrial) -> int:
+    return int(trial.user_attrs.get(ATTR_BRACKET, 0))
+
+
+def assign_bracket(trials: Sequence[optuna.trial.FrozenTrial], rungs: Rungs, *, exclude: int | None = None) -> int:
+    """The bracket for a new configuration: the one furthest below its share (ties: the first).
+
+    Deterministic from the study's configurations (call it under the study lock), so workers
+    sharing a study fill the brackets together in Hyperband's proportions.
+    """
+    counts = Counter(  # a failed trial's retry holds its bracket; a closed repeat of visited params holds none
+        bracket_of(t) for t in configurations(trials) if t.number != exclude and t.state.name != "FAIL"
+    )
+    weights = rungs.bracket_weights()
+    return min(range(rungs.brackets), key=lambda b: ((counts[b] + 1) / weights[b], b))
+
 
 def rungs_of(space: SearchSpace) -> Rungs | None:
     if space.pruner.name != "asha":
@@ -92,6 +133,7 @@ def rungs_of(space: SearchSpace) -> Rungs | None:
         reduction_factor=int(options["reduction_factor"]),
         bootstrap_count=int(options.get("bootstrap_count", 0)),
         promotion_quota=bool(options.get("promotion_quota", False)),
+        brackets=int(options.get("brackets", 1)),
     )
 
 
@@ -121,14 +163,24 @@ def promotable(
     closed: Collection[int] = (),
     sampling_done: bool = False,
 ) -> optuna.trial.FrozenTrial | None:
-    """The best-ranked paused trial in the top ``1/eta`` of its rung, from the highest rung down; None if none.
+    """The best-ranked paused trial in the top ``1/eta`` of its rung and bracket, highest rung first; None if none.
 
     A rung with fewer than ``bootstrap_count`` configurations promotes nothing while new
     configurations may still come (``sampling_done`` False): early promotions are the ones
     asynchronous halving gets wrong most often, the best of the first few being rarely in the
     final top ``1/eta``. With ``promotion_quota``, a rung whose quota (``n // eta``) is used up
-    promotes nothing more.
+    promotes nothing more. With brackets, each bracket is its own successive halving: a configuration
+    is ranked only against the configurations of its bracket.
     """
+    if rungs.brackets > 1:
+        for index in range(rungs.brackets):
+            members = [t for t in trials if bracket_of(t) == index]
+            chosen = promotable(
+                members, rungs.bracket(index), maximize=maximize, closed=closed, sampling_done=sampling_done
+            )
+            if chosen is not None:
+                return chosen
+        return None
     waiting = paused(trials, closed)
     promoted_from = _promoted_per_rung(trials) if rungs.promotion_quota else Counter[int]()
     for epoch in reversed(rungs.epochs[:-1]):
@@ -174,6 +226,7 @@ def promote(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
                 ATTR_CHECKPOINT: trial.user_attrs[ATTR_CHECKPOINT],
                 ATTR_RUN_ID: trial.user_attrs.get(ATTR_RUN_ID),
                 ATTR_PROMOTION_OF: trial.number,
+                **({ATTR_BRACKET: trial.user_attrs[ATTR_BRACKET]} if ATTR_BRACKET in trial.user_attrs else {}),
             },
             system_attrs={ATTR_ENQUEUED: trial.params},
             intermediate_values=trial.intermediate_values,

@@ -22,10 +22,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mnist_sweep.contract import (
+    ATTR_BRACKET,
     ATTR_DEVICE,
     ATTR_ENQUEUED,
     ATTR_FAIL_REASON,
     ATTR_PARAMS_KEY,
+    ATTR_PROMOTION_OF,
     ATTR_RESAMPLED,
     ATTR_RETRY_OF,
     ATTR_WORKER,
@@ -192,6 +194,7 @@ class _Sweep:
                         self.watchdog.trial_id = trial_id
                 trial.set_user_attr(ATTR_WORKER, self.worker)
                 trial.set_user_attr(ATTR_DEVICE, self.device)
+                self._assign_bracket(trial)
                 sampled = self.space.suggest(trial)
                 # A bad combination is a config error: fatal, not a failed trial.
                 params = Params.resolve({**self.space.fixed, **sampled}, sampled=sampled)
@@ -291,6 +294,16 @@ class _Sweep:
             return False
         _asha.promote(self.study, chosen)
         return True
+
+    def _assign_bracket(self, trial: optuna.Trial) -> None:
+        """Under the lock: a new configuration joins an asha bracket (``brackets`` > 1); a continuation keeps its."""
+        if self.rungs is None or self.rungs.brackets == 1:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        attrs = trials[trial.number].user_attrs
+        if ATTR_BRACKET in attrs or ATTR_PROMOTION_OF in attrs:
+            return
+        trial.set_user_attr(ATTR_BRACKET, _asha.assign_bracket(trials, self.rungs, exclude=trial.number))
 
     def _may_still_end(self, trial: optuna.trial.FrozenTrial) -> bool:
         """Whether a RUNNING trial will finish, or be failed and retried, without anyone's help."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
+    ATTR_BRACKET,
     ATTR_CONTINUES,
     ATTR_DUPLICATE_OF,
     ATTR_FAIL_REASON,
@@ -96,7 +97,8 @@ def summarize(study: optuna.Study) -> list[TrialSummary]:
         if resumed and ATTR_CONTINUES in attrs:
             note = f"continues trial {attrs[ATTR_CONTINUES]} after epoch {resumed}" + (f"; {note}" if note else "")
         if ATTR_PAUSED_AT in attrs and t.state.name == "PRUNED":
-            note = f"asha: stopped at rung epoch {attrs[ATTR_PAUSED_AT]}" + (f"; {note}" if note else "")
+            bracket = f" (bracket {attrs[ATTR_BRACKET]})" if ATTR_BRACKET in attrs else ""
+            note = f"asha: stopped at rung epoch {attrs[ATTR_PAUSED_AT]}{bracket}" + (f"; {note}" if note else "")
         # Epochs this trial trained: a continuation's history starts with the epochs it resumed;
         # a duplicate trained none (its history and values are its source's).
         trained = (len(history) if history else len(t.intermediate_values)) - resumed

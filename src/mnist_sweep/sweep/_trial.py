@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
+    ATTR_BRACKET,
     ATTR_CHECKPOINT,
     ATTR_CONTINUES,
     ATTR_DUPLICATE_OF,
@@ -55,6 +56,7 @@ from mnist_sweep.contract import (
     STATE_PAUSED,
     STATE_PRUNED,
     STATE_RUNNING,
+    TAG_BRACKET,
     TAG_CHECKPOINT_LOST,
     TAG_CONTINUES_TRIAL,
     TAG_DATASET,
@@ -469,7 +471,12 @@ class TrialLifecycle:
         metric = ctx.space.objective.metric
         epochs = int(params["epochs"])
         seed = ctx.space.seed + trial.number if resume is None else resume.state.seed
+        frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
         rungs = ctx.rungs if self._checkpointing else None  # no pause without a checkpoint to resume
+        if rungs is not None and rungs.brackets > 1:  # asynchronous Hyperband: the rungs of the configuration's bracket
+            bracket = int(frozen.user_attrs.get(ATTR_BRACKET, 0))
+            rungs = rungs.bracket(bracket)
+            run.set_tags({TAG_BRACKET: bracket})
         stop = rungs.next_stop(resume.state.epochs_done if resume is not None else 0) if rungs is not None else None
         extra_callbacks = [StopAtEpoch(stop)] if stop is not None and stop < epochs else []
 
@@ -482,7 +489,6 @@ class TrialLifecycle:
         extra = self._checkpoint_arguments(trial, params, seed=seed, resume=resume)
         if resume is not None:
             pruning.history.extend(dict(h) for h in resume.state.history)
-        frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
         pruning.reported = set(frozen.intermediate_values)  # a retry's inherited curve is not reported again
         try:
             try:
