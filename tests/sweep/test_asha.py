@@ -14,20 +14,21 @@ from spaces import write_space
 N_CONFIGURATIONS, EPOCHS = 6, 4
 
 
+def _asha_file(tmp_path: Path, *, widths: list[int], epochs: int, options: str) -> Path:
+    """A tiny space over ``widths`` (one configuration each) under ``pruner: {name: asha, options: ...}``."""
+    space_text = f"  width: {{type: categorical, choices: {widths}}}\n"
+    path = write_space(tmp_path, n_trials=len(widths), fixed=f"{{epochs: {epochs}, batch_size: 64}}", space=space_text)
+    path.write_text(path.read_text().replace("pruner: {name: none}", f"pruner: {{name: asha, options: {options}}}"))
+    return path
+
+
 @pytest.mark.slow  # about 3 minutes on 2 busy cores
 def test_asha_pauses_promotes_and_closes(tmp_path: Path) -> None:
     import optuna
     from mlflow import MlflowClient
 
-    space_text = "  width: {type: categorical, choices: [8, 16, 24, 32, 48, 64]}\n"
-    path = write_space(
-        tmp_path, n_trials=N_CONFIGURATIONS, fixed=f"{{epochs: {EPOCHS}, batch_size: 64}}", space=space_text
-    )
-    path.write_text(
-        path.read_text().replace(
-            "pruner: {name: none}", "pruner: {name: asha, options: {min_resource: 1, reduction_factor: 2}}"
-        )
-    )
+    widths = [8, 16, 24, 32, 48, 64][:N_CONFIGURATIONS]
+    path = _asha_file(tmp_path, widths=widths, epochs=EPOCHS, options="{min_resource: 1, reduction_factor: 2}")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = SweepOptions(storage=storage, tracking_uri=tracking, quiet=True, log_models=False, system_metrics=False)
@@ -182,13 +183,7 @@ def test_a_repeat_of_a_configuration_asha_stopped_is_not_trained_again(tmp_path:
 
         return train(params, dataset, on_epoch=on_epoch, checkpoint=checkpoint, resume=resume, **kw)
 
-    space_text = "  width: {type: categorical, choices: [8, 16, 24]}\n"
-    path = write_space(tmp_path, n_trials=3, fixed="{epochs: 2, batch_size: 64}", space=space_text)
-    path.write_text(
-        path.read_text().replace(
-            "pruner: {name: none}", "pruner: {name: asha, options: {min_resource: 1, reduction_factor: 3}}"
-        )
-    )
+    path = _asha_file(tmp_path, widths=[8, 16, 24], epochs=2, options="{min_resource: 1, reduction_factor: 3}")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = SweepOptions(
@@ -276,13 +271,8 @@ def test_brackets_end_to_end_a_later_bracket_trains_straight_to_its_first_rung(t
     import optuna
     from mlflow import MlflowClient
 
-    space_text = "  width: {type: categorical, choices: [8, 16, 24, 32]}\n"
-    path = write_space(tmp_path, n_trials=4, fixed="{epochs: 3, batch_size: 64}", space=space_text)
-    path.write_text(
-        path.read_text().replace(
-            "pruner: {name: none}", "pruner: {name: asha, options: {min_resource: 1, reduction_factor: 3, brackets: 2}}"
-        )
-    )
+    options_text = "{min_resource: 1, reduction_factor: 3, brackets: 2}"
+    path = _asha_file(tmp_path, widths=[8, 16, 24, 32], epochs=3, options=options_text)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = SweepOptions(storage=storage, tracking_uri=tracking, quiet=True, log_models=False, system_metrics=False)
