@@ -165,6 +165,48 @@ def _drain(process: subprocess.Popen[str], sink: list[str]) -> threading.Thread:
     return thread
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_workers_run_asha_with_brackets_on_postgresql(tmp_path: Path, pg_storage: str) -> None:
+    """asha's rule under the study lock across two real workers: no paused trial is continued twice,
+    brackets fill in their proportions whichever worker asks, and promotions stay in their bracket."""
+    path = write_space(tmp_path, study="asha2w", n_trials=9, epochs=3, sampler="random")
+    path.write_text(
+        path.read_text().replace(
+            "pruner: {name: none}", "pruner: {name: asha, options: {min_resource: 1, reduction_factor: 3, brackets: 2}}"
+        )
+    )
+    done = run_cli("run", str(path), "--workers", "2", "--storage", pg_storage, "--no-tracking", "-q")
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    study = load(pg_storage, "asha2w")
+    trials = trials_of(study)
+    by_number = {t.number: t for t in trials}
+    originals = [t for t in trials if "promotion_of" not in t.user_attrs]
+    continuations = [t for t in trials if "promotion_of" in t.user_attrs]
+    assert len(originals) == 9, "the budget counts configurations"
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}, states(study)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers ran trials"
+    # Rungs 1, 3: bracket 0 pauses at epoch 1, bracket 1 trains straight to 3. Shares 1.5 : 1, each
+    # configuration to the bracket furthest below its share: 6 and 3 of 9.
+    brackets = [t.user_attrs["asha_bracket"] for t in originals]
+    assert sorted(brackets) == [0] * 6 + [1] * 3, brackets
+    for t in originals:
+        if t.user_attrs["asha_bracket"] == 1:
+            assert t.state.name == "COMPLETE" and sorted(t.intermediate_values) == [1, 2, 3]
+        else:
+            assert t.user_attrs["paused_at_epoch"] == 1
+    promoted = [int(t.user_attrs["promotion_of"]) for t in continuations]
+    assert promoted and len(set(promoted)) == len(promoted), "no paused trial is continued twice"
+    for t in continuations:
+        source = by_number[int(t.user_attrs["promotion_of"])]
+        assert t.params == source.params and t.user_attrs["asha_bracket"] == source.user_attrs["asha_bracket"] == 0
+    first_rung = [t for t in originals if t.user_attrs["asha_bracket"] == 0]
+    assert max(first_rung, key=lambda t: t.intermediate_values[1]).number in promoted, "the rung's best went on"
+    closed = sorted(t.number for t in first_rung if t.number not in promoted)
+    assert study.user_attrs["asha_closed"] == closed, "paused trials never promoted were closed at the end"
+
+
 @pytest.mark.postgres
 def test_worker_killed_mid_trial_is_failed_and_retried(tmp_path: Path, pg_storage: str, tracking_server: str) -> None:
     import optuna
