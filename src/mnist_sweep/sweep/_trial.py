@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mnist_sweep.contract import (
-    ATTR_BRACKET,
     ATTR_CHECKPOINT,
     ATTR_CONTINUES,
     ATTR_DUPLICATE_OF,
@@ -77,6 +76,7 @@ from mnist_sweep.contract import (
 )
 from mnist_sweep.errors import CheckpointUnusable, MnistSweepError, TrialFailed, first_line
 from mnist_sweep.stores import describe
+from mnist_sweep.sweep._asha import bracket_of
 from mnist_sweep.sweep._calls import Calls, ResilientRun
 from mnist_sweep.sweep._checkpoints import checkpoint_id
 from mnist_sweep.sweep._study import tell
@@ -474,7 +474,7 @@ class TrialLifecycle:
         frozen = ctx.calls.storage(lambda: ctx.study.get_trials(deepcopy=False)[trial.number])
         rungs = ctx.rungs if self._checkpointing else None  # no pause without a checkpoint to resume
         if rungs is not None and rungs.brackets > 1:  # asynchronous Hyperband: the rungs of the configuration's bracket
-            bracket = int(frozen.user_attrs.get(ATTR_BRACKET, 0))
+            bracket = bracket_of(frozen)
             rungs = rungs.bracket(bracket)
             run.set_tags({TAG_BRACKET: bracket})
         stop = rungs.next_stop(resume.state.epochs_done if resume is not None else 0) if rungs is not None else None
